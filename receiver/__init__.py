@@ -1,0 +1,1 @@
+"""The detector-agnostic stream-receiver: ZeroMQ workers, ordering, HDF5 writing, forwarding."""

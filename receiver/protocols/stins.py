@@ -1,0 +1,208 @@
+"""STINS, the MAX IV standard stream: encode and parse its three messages.
+
+Shared by the generator, the streamers, the receiver and its forwarder, so that
+every producer and consumer agrees on one definition. Part 0 of every message
+is UTF-8 JSON with ``htype`` and an integer ``msg_number``; see
+PROTOCOLS.md. Headers are validated fully (pydantic); images, the hot path, by
+the few fields the receiver uses. Unknown extra fields are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
+from receiver.model import Buffer, Image, Message, SeriesEnd, SeriesStart
+from receiver.protocols import bslz4
+from receiver.protocols.errors import MalformedMessage
+
+COMPRESSIONS = ("none", "bslz4")
+
+
+class HeaderFields(BaseModel):
+    """``{"htype": "header", "msg_number": 0, "filename": "/data/scan_001.h5"}``"""
+
+    model_config = ConfigDict(extra="allow")
+    htype: StrictStr
+    msg_number: StrictInt
+    filename: StrictStr
+
+
+def _dumps(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def encode_header(
+    msg_number: int, filename: str, meta: dict[str, Any] | None = None, **extra: Any
+) -> list[bytes]:
+    """A header message; ``meta`` (the optional 2nd part) goes to the NXdetector group."""
+    parts = [_dumps({"htype": "header", "msg_number": msg_number, "filename": filename, **extra})]
+    if meta is not None:
+        parts.append(_dumps(meta))
+    return parts
+
+
+def encode_image(
+    msg_number: int,
+    frame: int,
+    blob: Buffer,
+    shape: Sequence[int],
+    dtype: str | np.dtype,
+    compression: str = "none",
+    **extra: Any,
+) -> list[Buffer]:
+    """An image message; ``blob`` is sent as is (raw C-order pixels or a bslz4 chunk)."""
+    fields = {
+        "htype": "image",
+        "msg_number": msg_number,
+        "frame": frame,
+        "shape": list(shape),
+        "type": np.dtype(dtype).name,
+        "compression": compression,
+        **extra,
+    }
+    return [_dumps(fields), blob]
+
+
+def encode_series_end(msg_number: int, **extra: Any) -> list[bytes]:
+    """The end-of-series message."""
+    return [_dumps({"htype": "series_end", "msg_number": msg_number, **extra})]
+
+
+def encode(message: Message, msg_number: int) -> list[Buffer]:
+    """Re-encode a parsed message under a new ``msg_number`` (the forwarder's numbering)."""
+    fields = {k: v for k, v in message.fields.items() if k != "msg_number"}
+    if isinstance(message, SeriesStart):
+        fields.pop("filename", None)
+        fields.pop("htype", None)
+        return encode_header(msg_number, message.filename, message.meta or None, **fields)
+    if isinstance(message, Image):
+        for key in ("htype", "frame", "shape", "type", "compression"):
+            fields.pop(key, None)
+        return encode_image(
+            msg_number,
+            message.frame,
+            message.data,
+            message.shape,
+            message.dtype,
+            message.compression,
+            **fields,
+        )
+    fields.pop("htype", None)
+    return encode_series_end(msg_number, **fields)
+
+
+def _load_json(part: Buffer, what: str) -> Any:
+    try:
+        return json.loads(bytes(part))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMessage(f"{what} is not valid JSON: {exc}") from None
+
+
+def parse(parts: Sequence[Buffer]) -> Message:
+    """Parse the parts of one STINS message; raise :class:`MalformedMessage` naming the fault."""
+    if not parts:
+        raise MalformedMessage("empty message")
+    fields = _load_json(parts[0], "part 0")
+    if not isinstance(fields, dict):
+        raise MalformedMessage(f"part 0 must be a JSON object, got {type(fields).__name__}")
+    seq = fields.get("msg_number")
+    if type(seq) is not int:
+        raise MalformedMessage(f"field 'msg_number' must be an integer, got {seq!r}")
+    htype = fields.get("htype")
+    try:
+        if htype == "image":
+            return _parse_image(fields, parts, seq)
+        if htype == "header":
+            return _parse_header(fields, parts, seq)
+        if htype == "series_end":
+            return SeriesEnd(seq=seq, fields=fields)
+    except MalformedMessage as exc:
+        exc.seq = seq
+        raise
+    raise MalformedMessage(
+        f"unknown htype {htype!r} (expected header, image or series_end)", seq=seq
+    )
+
+
+def _parse_header(fields: dict[str, Any], parts: Sequence[Buffer], seq: int) -> SeriesStart:
+    try:
+        HeaderFields.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors()
+        )
+        raise MalformedMessage(f"header: {problems}") from None
+    meta: dict[str, Any] = {}
+    if len(parts) > 1:
+        meta = _load_json(parts[1], "header part 1 (metadata)")
+        if not isinstance(meta, dict):
+            raise MalformedMessage("header part 1 (metadata) must be a JSON object")
+    return SeriesStart(seq=seq, filename=fields["filename"], meta=meta, fields=fields)
+
+
+def _parse_image(fields: dict[str, Any], parts: Sequence[Buffer], seq: int) -> Image:
+    frame = fields.get("frame")
+    if type(frame) is not int or frame < 0:
+        raise MalformedMessage(f"image: field 'frame' must be an integer >= 0, got {frame!r}")
+    shape = fields.get("shape")
+    if not isinstance(shape, list) or not shape or any(type(n) is not int or n <= 0 for n in shape):
+        raise MalformedMessage(
+            f"image: field 'shape' must be a list of positive integers, got {shape!r}"
+        )
+    try:
+        dtype = np.dtype(fields.get("type"))
+    except TypeError:
+        raise MalformedMessage(
+            f"image: field 'type' must be a numpy dtype name such as 'uint16', got {fields.get('type')!r}"
+        ) from None
+    if dtype.kind not in "uif":
+        raise MalformedMessage(f"image: unsupported pixel type {dtype.name!r}")
+    compression = fields.get("compression")
+    if compression not in COMPRESSIONS:
+        raise MalformedMessage(
+            f"image: unknown compression {compression!r} (expected one of {', '.join(COMPRESSIONS)})"
+        )
+    if len(parts) < 2:
+        raise MalformedMessage("image: the data part is missing")
+    data = parts[1]
+    image = Image(
+        seq=seq,
+        frame=frame,
+        shape=tuple(shape),
+        dtype=dtype,
+        compression=compression,
+        data=data,
+        discard=bool(fields.get("discard", False)),
+        fields=fields,
+    )
+    _check_size(image)
+    return image
+
+
+def _check_size(image: Image) -> None:
+    size = len(image.data)
+    if image.compression == "none":
+        if size != image.nbytes:
+            raise MalformedMessage(
+                f"image: data part has {size} bytes but shape {list(image.shape)} of "
+                f"{image.dtype.name} needs {image.nbytes}"
+            )
+        return
+    try:
+        nbytes, block = bslz4.read_header(image.data)
+    except ValueError as exc:
+        raise MalformedMessage(f"image: {exc}") from None
+    if nbytes != image.nbytes:
+        raise MalformedMessage(
+            f"image: bslz4 chunk announces {nbytes} bytes but shape {list(image.shape)} of "
+            f"{image.dtype.name} needs {image.nbytes}"
+        )
+    if block == 0 or block % image.dtype.itemsize:
+        raise MalformedMessage(
+            f"image: bslz4 block size {block} is not a multiple of the pixel size"
+        )

@@ -1,0 +1,1 @@
+"""streamers package."""
