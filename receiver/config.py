@@ -1,0 +1,106 @@
+"""The receiver's configuration: one validated model, read from a file and/or flags."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from receiver.protocols import PARSERS
+
+Endpoint = Annotated[str, Field(pattern=r"^(tcp|ipc|inproc)://\S+$")]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the field and the fix."""
+
+
+class ReceiverConfig(BaseModel):
+    """Everything a receiver instance needs; validated once, passed down, never global."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect: list[Endpoint] = Field(
+        default=["tcp://127.0.0.1:9999"],
+        min_length=1,
+        description="ZeroMQ endpoints of the stream; every worker connects a PULL socket to each",
+    )
+    protocol: str = Field(default="stins", description="wire protocol of the stream")
+    workers: int = Field(default=2, ge=1, le=64, description="parallel receiving threads")
+    io_threads: int = Field(default=1, ge=1, le=16, description="ZeroMQ I/O threads")
+    rcvhwm: int = Field(default=4, ge=1, description="ZeroMQ receive high-water mark per worker")
+    forward: Endpoint | None = Field(
+        default=None, description="endpoint the forwarder binds its PUSH socket to"
+    )
+    forward_hwm: int = Field(default=16, ge=1, description="ZeroMQ send high-water mark")
+    forward_buffer_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=0,
+        description="bytes of frames held for a slow forwarding consumer before frames are missed",
+    )
+    http_host: str = Field(default="127.0.0.1", description="address of the HTTP API")
+    http_port: int = Field(default=5000, ge=0, le=65535, description="port of the HTTP API")
+    data_root: Path = Field(
+        default=Path("."), description="directory every file name is resolved inside"
+    )
+    write: bool = Field(default=True, description="write HDF5 files (off: receive and forward)")
+    detector_name: str = Field(
+        default="detector",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the NXdetector group: /entry/instrument/<name>/data",
+    )
+    writer_queue: int = Field(default=4, ge=1, description="messages queued for the writer")
+    reorder_window: int | None = Field(
+        default=None, ge=1, description="messages held for reordering (default 2 per worker + 2)"
+    )
+    gap_timeout: float = Field(
+        default=2.0, gt=0, description="seconds to wait for a missing message before skipping it"
+    )
+    min_free_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=0,
+        description="stop writing and close the file cleanly when the disk has less free space",
+    )
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if value not in PARSERS:
+            raise ValueError(f"unknown protocol {value!r}; known: {', '.join(sorted(PARSERS))}")
+        return value
+
+    @property
+    def window(self) -> int:
+        return self.reorder_window or 2 * self.workers + 2
+
+
+def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ReceiverConfig:
+    """Read a JSON or TOML file (if given), apply ``overrides`` and validate the result."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_file(path)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return ReceiverConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid receiver configuration: {problems}") from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} is not valid: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must hold a table/object of settings")
+    return data

@@ -1,0 +1,86 @@
+"""Republishes the ordered stream in STINS on a ZeroMQ PUSH socket for online processing.
+
+A slow or absent consumer must never stall file writing, so the collector
+hands messages over without waiting: they queue in a buffer bounded in bytes
+(a frame count alone would allow gigabytes at 20 MB frames), and a message
+that does not fit is counted as missed. A thread of its own sends them.
+Messages are numbered for every message, sent or missed, so a consumer sees a
+gap in ``msg_number`` where it missed something.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+import zmq
+
+from receiver.model import Image, Message
+from receiver.protocols import stins
+
+SEND_TIMEOUT_MS = 200
+
+
+class Forwarder(threading.Thread):
+    """Owns the PUSH socket; :meth:`forward` may be called from one other thread."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, hwm: int, buffer_bytes: int) -> None:
+        super().__init__(name="forwarder", daemon=True)
+        self._socket = context.socket(zmq.PUSH)
+        self._socket.sndhwm = hwm
+        self._socket.sndtimeo = SEND_TIMEOUT_MS
+        self._socket.linger = 0
+        self._socket.bind(endpoint)
+        self.endpoint = self._socket.last_endpoint.decode()
+        self._budget = buffer_bytes
+        self._buffered = 0
+        self._queue: collections.deque[tuple[list, int]] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._next = 0
+        self.sent = 0
+        self.missed = 0
+
+    def forward(self, message: Message) -> None:
+        """Queue ``message`` for sending, or count it as missed when the buffer is full."""
+        size = len(message.data) if isinstance(message, Image) else 0
+        number = self._next
+        self._next += 1
+        with self._cond:
+            if size and self._buffered + size > self._budget:
+                self.missed += 1
+                return
+            self._queue.append((stins.encode(message, number), size))
+            self._buffered += size
+            self._cond.notify()
+
+    def run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._stopping:
+                        self._cond.wait()
+                    if self._stopping:
+                        return
+                    parts, size = self._queue[0]
+                self._send(parts)
+                with self._cond:
+                    self._queue.popleft()
+                    self._buffered -= size
+        finally:
+            self._socket.close()
+
+    def _send(self, parts: list) -> None:
+        while not self._stopping:
+            try:
+                self._socket.send_multipart(parts, copy=False)
+            except zmq.Again:
+                continue
+            self.sent += 1
+            return
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self.join()

@@ -1,0 +1,201 @@
+"""Turn the latest received frame into what live-view clients ask for.
+
+Everything here runs only when a client asks (the HTTP API, about 1 Hz), never
+on the per-frame path: the workers keep frames as they came off the wire, and
+the cost of decompressing, reducing and encoding is paid once per request.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import PIL.Image
+
+from receiver.model import Image
+from receiver.protocols import bslz4
+
+CONTRAST_PERCENTILES = (0.5, 99.9)
+"""Low and high percentile of the shown range: a few hot pixels cannot flatten
+the picture, and the sparse bright spots of a diffraction frame stay visible."""
+
+CONTRAST_SAMPLE = 1 << 20
+"""At most this many pixels estimate the contrast range: a percentile needs no
+exact answer, and a 16-Mpixel frame should not cost a full sort per refresh."""
+
+
+class FrameDecodeError(ValueError):
+    """The latest frame cannot be turned into pixels, so the live view cannot show it."""
+
+
+def decode(image: Image) -> np.ndarray:
+    """Pixels of ``image`` in its announced shape and dtype.
+
+    The hot path never decompresses (frames go to HDF5 as received), so this is
+    the one place where a live-view client pays for it.
+    """
+    if image.compression == "none":
+        return _from_raw(image)
+    if image.compression == "bslz4":
+        try:
+            return bslz4.decompress(image.data, image.shape, image.dtype)
+        except (ValueError, RuntimeError) as exc:
+            raise FrameDecodeError(
+                f"frame {image.frame}: its bslz4 chunk cannot be decompressed ({exc}); "
+                "check the detector's stream compression settings"
+            ) from exc
+    raise FrameDecodeError(
+        f"frame {image.frame}: compression {image.compression!r} cannot be shown; "
+        "the live view decodes 'none' and 'bslz4'"
+    )
+
+
+def _from_raw(image: Image) -> np.ndarray:
+    size = memoryview(image.data).nbytes
+    if size != image.nbytes:
+        raise FrameDecodeError(
+            f"frame {image.frame}: {size} bytes received but shape {list(image.shape)} "
+            f"of {image.dtype} needs {image.nbytes}; the stream header and data disagree"
+        )
+    return np.frombuffer(image.data, dtype=image.dtype).reshape(image.shape)
+
+
+def downsample(array: np.ndarray, factor: int) -> np.ndarray:
+    """Reduce a frame by ``factor`` along its last two axes (its only axis if 1-D).
+
+    Block means, not sums: the reduced frame keeps the pixel dtype and the
+    scale of the counts, so a uint16 frame cannot overflow and a viewer's
+    colour scale does not jump when the factor changes. A ragged edge block is
+    the mean of the pixels it has (output size ceil(n / factor)), so the edge
+    is not dimmer than the rest. MAX IV's receiver reduces the same way but
+    truncates; integer means are rounded here so they are not biased low.
+    Leading axes (a stack of modules) are kept: each module is reduced alone.
+    """
+    if factor < 1:
+        raise ValueError(f"downsample factor must be an integer >= 1, got {factor}")
+    if factor == 1 or array.size == 0:
+        return array
+    accumulator = _accumulator(array.dtype)
+    sums = array
+    counts = np.ones([1] * array.ndim)
+    for axis in range(max(array.ndim - 2, 0), array.ndim):
+        starts = np.arange(0, array.shape[axis], factor)
+        sums = np.add.reduceat(sums, starts, axis=axis, dtype=accumulator)
+        lengths = np.diff(starts, append=array.shape[axis])
+        counts = counts * lengths.reshape(_along(axis, array.ndim))
+    return _cast_like(sums / counts, array.dtype)
+
+
+def _accumulator(dtype: np.dtype) -> np.dtype:
+    """A dtype in which block sums cannot overflow or lose integer precision."""
+    if dtype.kind in "bu":
+        return np.dtype(np.uint64)
+    if dtype.kind == "i":
+        return np.dtype(np.int64)
+    return np.result_type(dtype, np.float64)
+
+
+def _along(axis: int, ndim: int) -> list[int]:
+    """A broadcastable shape that varies along ``axis`` only."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return shape
+
+
+def _cast_like(means: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind in "biu":
+        return np.rint(means).astype(dtype)
+    return means.astype(dtype)
+
+
+def to_png(array: np.ndarray) -> bytes:
+    """An 8-bit grayscale PNG of ``array`` that any browser shows.
+
+    Detector counts span many decades, so the grey range is set by robust
+    percentiles (CONTRAST_PERCENTILES) instead of min/max. Pixels at the
+    integer type's maximum (Eiger's marker for module gaps and dead pixels)
+    and non-finite values are left out of the range and drawn black, or the
+    gaps would set the top of the scale and the frame would look empty.
+    """
+    pixels = _as_2d(array)
+    valid = _valid_pixels(pixels)
+    low, high = _contrast_range(pixels[valid])
+    scaled = (pixels.astype(np.float32) - low) * np.float32(255 / (high - low))
+    np.clip(scaled, 0, 255, out=scaled)
+    scaled[~valid] = 0
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(scaled.astype(np.uint8)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _as_2d(array: np.ndarray) -> np.ndarray:
+    """A 2-D view for a picture: a stack of modules is shown one below the other."""
+    if array.ndim == 2:
+        return array
+    if array.ndim < 2:
+        return array.reshape(1, -1)
+    return array.reshape(-1, array.shape[-1])
+
+
+def _valid_pixels(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype.kind in "iu":
+        return pixels != np.iinfo(pixels.dtype).max
+    if pixels.dtype.kind == "f":
+        return np.isfinite(pixels)
+    return np.ones(pixels.shape, dtype=bool)
+
+
+def _contrast_range(values: np.ndarray) -> tuple[float, float]:
+    """(low, high) of the grey scale, never empty so the scaling cannot divide by zero."""
+    if values.size == 0:
+        return 0.0, 1.0
+    sample = values[:: max(1, values.size // CONTRAST_SAMPLE)].astype(np.float64)
+    low, high = (float(v) for v in np.percentile(sample, CONTRAST_PERCENTILES))
+    return low, max(high, low + 1.0)
+
+
+def frame_header(image: Image, array: np.ndarray) -> dict[str, Any]:
+    """The STINS image header of ``array``, the decoded (maybe reduced) form of ``image``.
+
+    The wire fields are kept so clients still see exposure time and the like;
+    shape, type and compression are replaced to describe the bytes actually sent.
+    """
+    return {
+        **image.fields,
+        "htype": "image",
+        "frame": image.frame,
+        "shape": list(array.shape),
+        "type": array.dtype.name,
+        "compression": "none",
+    }
+
+
+def to_raw(array: np.ndarray, image: Image) -> tuple[dict[str, Any], bytes]:
+    """The header and C-order pixel bytes of ``array``: the safe default payload.
+
+    Any language can read it with the header alone (shape, type), unlike pickle.
+    """
+    return frame_header(image, array), np.ascontiguousarray(array).tobytes()
+
+
+def to_pickle(source: Image | np.ndarray, header: Mapping[str, Any] | None = None) -> bytes:
+    """MAX IV's legacy live-view payload, ``pickle.dumps([header, raw bytes])``.
+
+    Only for MAX IV's existing clients, which unpickle the response; pickle is
+    never a format to offer anyone else. An ``Image`` is decoded (not reduced)
+    and described by its own header unless ``header`` is given; a bare array
+    needs ``header`` since it does not know its frame number.
+    """
+    if isinstance(source, Image):
+        array = decode(source)
+        header = frame_header(source, array) if header is None else header
+    elif header is None:
+        raise ValueError(
+            "to_pickle needs a header for a bare array: pass header=frame_header(image, array)"
+        )
+    else:
+        array = source
+    return pickle.dumps([dict(header), np.ascontiguousarray(array).tobytes()])

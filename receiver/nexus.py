@@ -1,0 +1,196 @@
+"""One NeXus HDF5 file of one series: frames at the index of their frame number.
+
+Layout: ``/entry`` (NXentry) / ``instrument`` (NXinstrument) / ``<detector>``
+(NXdetector) holding ``data`` (one chunk per frame), ``sequence_number`` (the
+frame number stored at each index, -1 where a frame is missing),
+``missing_frames`` and the header metadata; ``/entry/data`` (NXdata) links to
+``data``. Chunks are written with direct chunk writes: bslz4 frames go in as
+received under filter 32008, so nothing is decompressed on the way.
+
+The dataset grows by doubling and is trimmed at close, and frame numbers are
+kept in memory and written once, because resizing and writing a tiny dataset
+for every frame is what limits the rate of older receivers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from receiver.model import Image
+
+logger = logging.getLogger(__name__)
+
+
+class FrameRejectedError(ValueError):
+    """A frame that cannot go into this file (wrong shape, type, compression or duplicate)."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class NexusFile:
+    """An open series file; create with :meth:`create`, finish with :meth:`close`."""
+
+    def __init__(self, h5: h5py.File, detector: h5py.Group) -> None:
+        self._h5 = h5
+        self.path = Path(h5.filename)
+        self._detector = detector
+        self._data: h5py.Dataset | None = None
+        self._layout: tuple[tuple[int, ...], np.dtype, str] | None = None
+        self._numbers = np.full(0, -1, dtype=np.int64)
+        self._discarded: list[int] = []
+        self._highest = -1
+        self.frames_written = 0
+
+    @classmethod
+    def create(cls, path: Path, detector_name: str, meta: dict[str, Any]) -> NexusFile:
+        """Create the file (never over an existing one) with its NeXus groups and metadata."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        h5 = h5py.File(path, "x")
+        try:
+            entry = h5.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            entry.attrs["default"] = "data"
+            entry["start_time"] = _now()
+            instrument = entry.create_group("instrument")
+            instrument.attrs["NX_class"] = "NXinstrument"
+            detector = instrument.create_group(detector_name)
+            detector.attrs["NX_class"] = "NXdetector"
+            _store_metadata(detector, meta)
+        except BaseException:
+            h5.close()
+            raise
+        return cls(h5, detector)
+
+    def write(self, image: Image) -> None:
+        """Store ``image`` at the index of its frame number (minus discarded frames below it)."""
+        layout = (image.shape, image.dtype, image.compression)
+        if self._data is None:
+            self._create_dataset(*layout)
+        elif layout != self._layout:
+            shape, dtype, compression = self._layout
+            raise FrameRejectedError(
+                f"frame {image.frame} has shape {list(image.shape)}, {image.dtype.name}, "
+                f"{image.compression} but the series started with {list(shape)}, "
+                f"{dtype.name}, {compression}; it was not stored"
+            )
+        index = image.frame - bisect.bisect_left(self._discarded, image.frame)
+        self._reserve(index)
+        if self._numbers[index] != -1:
+            raise FrameRejectedError(f"frame {image.frame} arrived twice; the first one is kept")
+        self._data.id.write_direct_chunk((index,) + (0,) * len(image.shape), image.data)
+        self._numbers[index] = image.frame
+        self._highest = max(self._highest, index)
+        self.frames_written += 1
+
+    def discard(self, frame: int) -> None:
+        """Note a frame that takes no place in the file."""
+        if frame <= self._highest_frame():
+            raise FrameRejectedError(
+                f"frame {frame} is flagged discard but arrived after a later stored frame; "
+                "stored frames after it keep their places"
+            )
+        bisect.insort(self._discarded, frame)
+
+    def _highest_frame(self) -> int:
+        return int(self._numbers[self._highest]) if self._highest >= 0 else -1
+
+    def missing_frames(self) -> list[int]:
+        """Frame numbers with an empty place in the file (below the highest stored one)."""
+        numbers = self._numbers[: self._highest + 1]
+        return [self._frame_at(int(i)) for i in np.flatnonzero(numbers == -1)]
+
+    def _frame_at(self, index: int) -> int:
+        """The frame number that belongs at ``index``, skipping discarded frame numbers."""
+        frame = index
+        for discarded in self._discarded:
+            if discarded <= frame:
+                frame += 1
+        return frame
+
+    def close(self) -> list[int]:
+        """Trim, write the frame numbers and the missing list, close; return the missing frames."""
+        missing = self.missing_frames()
+        try:
+            count = self._highest + 1
+            if self._data is not None:
+                self._data.resize(count, axis=0)
+            self._detector.create_dataset("sequence_number", data=self._numbers[:count])
+            self._detector.create_dataset(
+                "missing_frames", data=np.asarray(missing, dtype=np.int64)
+            )
+            self._h5["entry"]["end_time"] = _now()
+        finally:
+            self._h5.close()
+        return missing
+
+    def abandon(self) -> None:
+        """Close after an error without further writes, keeping what is on disk."""
+        try:
+            self._h5.close()
+        except (OSError, RuntimeError, ValueError) as exc:
+            logger.warning("closing %s after an error failed too: %s", self.path, exc)
+
+    def _create_dataset(self, shape: tuple[int, ...], dtype: np.dtype, compression: str) -> None:
+        filters = hdf5plugin.Bitshuffle(cname="lz4") if compression == "bslz4" else {}
+        self._data = self._detector.create_dataset(
+            "data",
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            chunks=(1, *shape),
+            dtype=dtype,
+            **filters,
+        )
+        self._layout = (shape, dtype, compression)
+        nxdata = self._h5["entry"].create_group("data")
+        nxdata.attrs["NX_class"] = "NXdata"
+        nxdata.attrs["signal"] = "data"
+        nxdata["data"] = h5py.SoftLink(self._data.name)
+
+    def _reserve(self, index: int) -> None:
+        capacity = self._data.shape[0]
+        if index < capacity:
+            return
+        new_capacity = max(index + 1, 2 * capacity, 16)
+        self._data.resize(new_capacity, axis=0)
+        grown = np.full(new_capacity, -1, dtype=np.int64)
+        grown[: len(self._numbers)] = self._numbers
+        self._numbers = grown
+
+
+def _store_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
+    """Header metadata as NeXus fields; nested objects become groups, odd values JSON text."""
+    for key, value in meta.items():
+        name = str(key).replace("/", "_")
+        if isinstance(value, dict):
+            sub = group.create_group(name)
+            sub.attrs["NX_class"] = "NXcollection"
+            _store_metadata(sub, value)
+        elif value is None:
+            continue
+        else:
+            group[name] = _as_field(value)
+
+
+def _as_field(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str):
+        return value
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        return json.dumps(value)
+    if array.dtype.kind in "biuf":
+        return array
+    if array.dtype.kind == "U":
+        return array.astype(object)
+    return json.dumps(value)

@@ -1,0 +1,177 @@
+"""The stream-receiver assembled: workers -> reorderer -> collector -> writer and forwarder.
+
+Used as a process (``stream-receiver``) or embedded in the Tango device server;
+it is also what the HTTP API views.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import zmq
+
+from receiver.collector import Collector
+from receiver.config import ReceiverConfig
+from receiver.forwarder import Forwarder
+from receiver.model import Image, Malformed, Message
+from receiver.protocols import PARSERS
+from receiver.reorder import Reorderer
+from receiver.state import StatusBoard
+from receiver.workers import Worker
+from receiver.writer import SeriesWriter
+
+logger = logging.getLogger(__name__)
+
+UNREADABLE_KEPT = 16
+
+
+class Receiver:
+    """Start with :meth:`start`, end with :meth:`stop` (an open file is closed cleanly)."""
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.config = config
+        self.board = StatusBoard()
+        self._unreadable: deque[str] = deque(maxlen=UNREADABLE_KEPT)
+        self._downsample = 1
+        self._context = zmq.Context(io_threads=config.io_threads)
+        self._reorderer: Reorderer[Message | Malformed] = Reorderer(
+            config.window, config.gap_timeout
+        )
+        self._writer = SeriesWriter(config, self.board, self._unreadable)
+        self._forwarder = (
+            Forwarder(
+                self._context, config.forward, config.forward_hwm, config.forward_buffer_bytes
+            )
+            if config.forward
+            else None
+        )
+        self._collector = Collector(self._reorderer, self._writer, self._forwarder)
+        parse = PARSERS[config.protocol]
+        self._workers = [
+            Worker(
+                i,
+                self._context,
+                config.connect,
+                config.rcvhwm,
+                parse,
+                self._reorderer,
+                self._report_unreadable,
+            )
+            for i in range(config.workers)
+        ]
+
+    @property
+    def forward_endpoint(self) -> str | None:
+        return self._forwarder.endpoint if self._forwarder else None
+
+    def start(self) -> None:
+        self._writer.start()
+        if self._forwarder is not None:
+            self._forwarder.start()
+        self._collector.start()
+        for worker in self._workers:
+            worker.start()
+        logger.info(
+            "receiving %s from %s with %d workers",
+            self.config.protocol,
+            ", ".join(self.config.connect),
+            len(self._workers),
+        )
+
+    def stop(self) -> None:
+        """Stop receiving, deliver what is already ordered, close the file, free the sockets."""
+        for worker in self._workers:
+            worker.stop()
+        for worker in self._workers:
+            worker.join()
+        self._collector.stop()
+        self._collector.join()
+        self._reorderer.close()
+        self._writer.stop()
+        if self._forwarder is not None:
+            self._forwarder.stop()
+        self._context.term()
+
+    def _report_unreadable(self, reason: str) -> None:
+        self._unreadable.append(reason)
+        self.board.fail(f"an unreadable message was skipped: {reason}")
+
+    # The view the HTTP API serves.
+
+    def status(self) -> dict[str, Any]:
+        status = self.board.snapshot()
+        series = status["series"]
+        series["frames_received"] = self._collector.received_frames
+        received_fps, received_bps = self._collector.rate.current()
+        written_fps, written_bps = self._writer.rate.current()
+        status.update(
+            filename=series["path"] or series["filename"],
+            frames_received=self._collector.received_frames,
+            frames_written=series["frames_written"],
+            frames_missing=series["missing_count"],
+            rates={
+                "received_frames_per_s": round(received_fps, 1),
+                "received_mb_per_s": round(received_bps / 1e6, 2),
+                "written_frames_per_s": round(written_fps, 1),
+                "written_mb_per_s": round(written_bps / 1e6, 2),
+            },
+            forwarder=self._forwarder_status(),
+            unreadable_messages=sum(w.unreadable_count for w in self._workers),
+            config={
+                "connect": self.config.connect,
+                "protocol": self.config.protocol,
+                "workers": self.config.workers,
+                "data_root": str(self.config.data_root.resolve()),
+                "write": self.config.write,
+            },
+        )
+        return status
+
+    def _forwarder_status(self) -> dict[str, Any] | None:
+        if self._forwarder is None:
+            return None
+        return {
+            "endpoint": self._forwarder.endpoint,
+            "sent": self._forwarder.sent,
+            "missed": self._forwarder.missed,
+        }
+
+    @property
+    def received_frames(self) -> int:
+        return self._collector.received_frames
+
+    @property
+    def downsample(self) -> int:
+        return self._downsample
+
+    @downsample.setter
+    def downsample(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("downsample factor must be an integer >= 1")
+        self._downsample = value
+
+    def last_frame(self) -> Image | None:
+        return self._collector.last_frame
+
+    def reset(self) -> None:
+        self.board.reset()
+
+    def metrics(self) -> dict[str, float]:
+        received_fps, received_bps = self._collector.rate.current()
+        written_fps, written_bps = self._writer.rate.current()
+        series = self.board.series
+        return {
+            "frames_received_total": self._collector.total_frames,
+            "series_total": self.board.series_count,
+            "frames_written": series.frames_written,
+            "frames_missing": len(series.missing_frames),
+            "frames_rejected": series.frames_rejected,
+            "received_frames_per_second": received_fps,
+            "received_bytes_per_second": received_bps,
+            "written_frames_per_second": written_fps,
+            "written_bytes_per_second": written_bps,
+            "forward_missed_total": self._forwarder.missed if self._forwarder else 0,
+            "error": float(self.board.state == "error"),
+        }

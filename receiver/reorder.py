@@ -1,0 +1,143 @@
+"""Restores stream order between the parallel workers and the collector.
+
+Each worker owns one PULL socket, so messages reach the workers round-robin
+and leave them in any order. Every message carries its position in the stream
+(``seq``); this buffer hands them on strictly by ``seq``. It holds at most
+``window`` messages ahead of the one it waits for, so memory stays bounded and
+a fast worker waits (ZeroMQ then pushes back on the sender) instead of
+queueing without limit. The message the collector needs is always admitted,
+so the window can never deadlock.
+
+Two situations end a wait for a message that will never come:
+- a header with a lower ``seq`` than expected means the sender restarted its
+  numbering (a new acquisition): it is delivered at once;
+- a gap that outlives ``gap_timeout`` (a message lost before it could be
+  numbered, e.g. unparseable JSON) is skipped and reported.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Messages ``first``..``last`` never arrived; the stream went on without them."""
+
+    first: int
+    last: int
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """Messages dropped because a restart overtook them (``count`` of them)."""
+
+    count: int
+
+
+class Reorderer(Generic[T]):
+    """A bounded buffer that releases items in ``seq`` order (see module docstring)."""
+
+    def __init__(self, window: int, gap_timeout: float) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self._window = window
+        self._gap_timeout = gap_timeout
+        self._cond = threading.Condition()
+        self._pending: dict[int, tuple[T, bool]] = {}
+        self._next: int | None = None
+        self._closed = False
+        self._stalled_since: float | None = None
+
+    def put(self, seq: int, item: T, is_header: bool = False) -> None:
+        """Add an item; blocks while the window is full and the item is not the one needed."""
+        with self._cond:
+            while not self._closed and not (
+                is_header or seq == self._next or len(self._pending) < self._window
+            ):
+                self._cond.wait()
+            self._pending[seq] = (item, is_header)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake everyone up; ``get`` returns None and ``put`` stops blocking."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> T | Gap | Stale | None:
+        """The next item in order, a :class:`Gap` or :class:`Stale` report, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._closed:
+                ready = self._take_next()
+                if ready is not None:
+                    self._cond.notify_all()
+                    return ready
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(min(remaining, self._gap_wait()))
+            return None
+
+    def _gap_wait(self) -> float:
+        if self._stalled_since is None:
+            return self._gap_timeout
+        return max(0.0, self._stalled_since + self._gap_timeout - time.monotonic())
+
+    def _take_next(self) -> T | Gap | Stale | None:
+        if not self._pending:
+            self._stalled_since = None
+            return None
+        if self._next in self._pending:
+            return self._release(self._next)
+        restart = self._restart_header()
+        if restart is not None:
+            return self._restart_at(restart)
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+            return None
+        if now - self._stalled_since < self._gap_timeout:
+            return None
+        first = min(self._pending)
+        if self._next is None or first < self._next:
+            self._next = first
+            return self._release(first)
+        gap = Gap(self._next, first - 1)
+        self._next = first
+        self._stalled_since = None
+        return gap
+
+    def _restart_header(self) -> int | None:
+        """The lowest pending header that starts a new numbering, if any."""
+        headers = [
+            seq
+            for seq, (_, is_header) in self._pending.items()
+            if is_header and (self._next is None or seq < self._next)
+        ]
+        return min(headers) if headers else None
+
+    def _restart_at(self, seq: int) -> T | Stale:
+        stale = [s for s in self._pending if s < seq]
+        for s in stale:
+            del self._pending[s]
+        self._next = seq
+        if stale:
+            return Stale(len(stale))
+        return self._release(seq)
+
+    def _release(self, seq: int) -> T:
+        item, _ = self._pending.pop(seq)
+        self._next = seq + 1
+        self._stalled_since = None
+        return item

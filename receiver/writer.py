@@ -1,0 +1,195 @@
+"""The writer thread: drives the series state machine and the HDF5 file in stream order.
+
+It is the only thread that moves the receiver's state, so every transition
+happens in the order of the stream. Errors never end the thread: they put the
+receiver in error with a reason and the next series is served as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+from collections import deque
+from pathlib import Path
+
+from receiver.config import ReceiverConfig
+from receiver.model import Image, Malformed, SeriesEnd, SeriesStart
+from receiver.nexus import FrameRejectedError, NexusFile
+from receiver.paths import PathRefusedError, resolve_destination
+from receiver.reorder import Gap, Stale
+from receiver.state import RateMeter, StatusBoard
+
+logger = logging.getLogger(__name__)
+
+WriterItem = SeriesStart | Image | SeriesEnd | Malformed | Gap | Stale
+_STOP = object()
+SPACE_CHECK_BYTES = 64 * 1024**2
+
+
+class SeriesWriter:
+    """Consumes ordered messages from a bounded queue; a full queue pushes back on the stream."""
+
+    def __init__(self, config: ReceiverConfig, board: StatusBoard, unreadable: deque[str]) -> None:
+        self._config = config
+        self._board = board
+        self._unreadable = unreadable
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=config.writer_queue)
+        self._file: NexusFile | None = None
+        self._series_open = False
+        self._bytes_since_check = 0
+        self.rate = RateMeter()
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, item: WriterItem) -> None:
+        self._queue.put(item)
+
+    def stop(self) -> None:
+        """Finish what is queued, close an open file, end the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            try:
+                self._handle(item)
+            except Exception as exc:
+                logger.exception("writer failed on %r", type(item).__name__)
+                self._board.fail(f"internal writer error: {exc}")
+        if self._series_open:
+            self._finish("the receiver stopped before series_end")
+
+    def _handle(self, item: object) -> None:
+        match item:
+            case Image():
+                self._image(item)
+            case SeriesStart():
+                self._start(item)
+            case SeriesEnd():
+                self._end()
+            case Malformed(seq=seq, reason=reason):
+                self._board.series.malformed_messages += 1
+                self._board.fail(f"malformed message (msg_number {seq}) skipped: {reason}")
+            case Gap(first=first, last=last):
+                self._board.series.messages_lost += last - first + 1
+                detail = f": {self._unreadable.popleft()}" if self._unreadable else ""
+                self._board.fail(f"messages {first}..{last} of the stream never arrived{detail}")
+            case Stale(count=count):
+                self._board.fail(
+                    f"{count} messages of an earlier series arrived after a new series started "
+                    "and were dropped"
+                )
+
+    def _start(self, header: SeriesStart) -> None:
+        if self._series_open:
+            self._finish("a new header arrived before series_end")
+        self._file, problem = self._open(header)
+        self._series_open = True
+        self._board.start_series(header.filename)
+        if self._file is not None:
+            self._board.series.path = str(self._file.path)
+            logger.info("series started: writing %s", self._file.path)
+        if problem:
+            self._board.fail(problem)
+
+    def _open(self, header: SeriesStart) -> tuple[NexusFile | None, str]:
+        if not self._config.write or not header.filename:
+            return None, ""
+        try:
+            path = resolve_destination(self._config.data_root, header.filename)
+            self._bytes_since_check = SPACE_CHECK_BYTES
+            self._check_space(self._config.data_root, 0)
+            return NexusFile.create(path, self._config.detector_name, header.meta), ""
+        except PathRefusedError as exc:
+            return None, f"series refused, nothing written: {exc}"
+        except OSError as exc:
+            return None, f"cannot create {header.filename!r} in {self._config.data_root}: {exc}"
+
+    def _image(self, image: Image) -> None:
+        series = self._board.series
+        if not self._series_open:
+            series.frames_rejected += 1
+            self._board.fail(f"frame {image.frame} arrived outside a series (no header); not stored")
+            return
+        if image.discard:
+            series.frames_discarded += 1
+            if self._file is not None:
+                self._file.discard(image.frame)
+            return
+        if self._file is None:
+            if self._config.write and series.filename:
+                series.frames_rejected += 1
+            return
+        try:
+            self._check_space(self._file.path.parent, image.nbytes)
+            self._file.write(image)
+        except FrameRejectedError as exc:
+            series.frames_rejected += 1
+            self._board.fail(str(exc))
+            return
+        except OSError as exc:
+            series.frames_rejected += 1
+            self._abandon(f"writing frame {image.frame} to {self._file.path} failed: {exc}")
+            return
+        series.frames_written = self._file.frames_written
+        self.rate.add(len(image.data))
+
+    def _check_space(self, directory: Path, nbytes: int) -> None:
+        """Raise OSError while there is still room to close the file cleanly."""
+        self._bytes_since_check += nbytes
+        if self._bytes_since_check < SPACE_CHECK_BYTES:
+            return
+        self._bytes_since_check = 0
+        free = shutil.disk_usage(directory).free
+        if free < self._config.min_free_bytes:
+            raise OSError(
+                f"disk nearly full: {free // 1024**2} MiB free in {directory}, "
+                f"below the {self._config.min_free_bytes // 1024**2} MiB the receiver keeps; "
+                "free space or choose another data root"
+            )
+
+    def _abandon(self, reason: str) -> None:
+        """Close the file after an I/O error, keeping the frames already written."""
+        file, self._file = self._file, None
+        written = file.frames_written
+        try:
+            file.close()
+        except (OSError, RuntimeError, ValueError) as exc:
+            logger.warning("clean close of %s failed: %s", file.path, exc)
+            file.abandon()
+        self._board.fail(f"{reason}; the file was closed with the {written} frames written before")
+
+    def _end(self) -> None:
+        if not self._series_open:
+            self._board.fail("series_end arrived without a header; nothing to close")
+            return
+        self._finish("")
+
+    def _finish(self, why_early: str) -> None:
+        """Close the series: file closed, missing frames reported, state back to idle or error."""
+        series = self._board.series
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                series.missing_frames = file.close()
+            except (OSError, RuntimeError, ValueError) as exc:
+                file.abandon()
+                self._board.fail(f"closing {file.path} failed: {exc}")
+            logger.info("series ended: %d frames in %s", file.frames_written, file.path)
+        self._series_open = False
+        if why_early:
+            self._board.fail(f"series closed early: {why_early}")
+        if series.missing_frames:
+            shown = ", ".join(map(str, series.missing_frames[:10]))
+            more = "..." if len(series.missing_frames) > 10 else ""
+            self._board.fail(
+                f"{len(series.missing_frames)} frames missing from the file: {shown}{more}"
+            )
+        self._board.end_series()

@@ -1,0 +1,294 @@
+"""The STINS data generator: sends series of synthetic frames over a ZeroMQ PUSH socket.
+
+It stands in for a detector control unit: it binds (the receiver's PULL
+connects), numbers every message of the stream with ``msg_number``, and sends
+frames whose pixels tell their frame number (:mod:`sim.frames`), so whoever
+stores them can be checked. The settings are one pydantic model validated at
+the edge; the CLI in :mod:`sim.generator_cli` only maps flags onto it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import numpy as np
+import zmq
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from receiver.model import Buffer
+from receiver.protocols import stins
+from sim.frames import encoded_frame
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:9999"
+
+PixelType = Literal["uint8", "uint16", "uint32", "int32", "float32"]
+Compression = Literal["none", "bslz4"]
+
+
+class GeneratorError(RuntimeError):
+    """The generator could not deliver its stream; the text says what to check."""
+
+
+class EndpointError(GeneratorError):
+    """The socket could not bind or connect to the endpoint asked for."""
+
+
+class DeliveryTimeout(GeneratorError):
+    """No receiver took the data within ``timeout_s``."""
+
+
+class GeneratorSettings(BaseModel):
+    """What to send and where; checked once, before any socket is opened."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: str = Field(
+        DEFAULT_ENDPOINT,
+        pattern=r"^[a-z]+://.+",
+        description="ZeroMQ endpoint; port * binds to a free port (see StreamGenerator.endpoint)",
+    )
+    connect: bool = Field(False, description="connect to a bound receiver instead of binding")
+    frames: int = Field(100, ge=0, description="frames per series")
+    rate: float = Field(0.0, ge=0, allow_inf_nan=False, description="frames/s; 0 = at once")
+    shape: tuple[PositiveInt, ...] = Field((512, 512), min_length=1, description="C order")
+    dtype: PixelType = "uint16"
+    compression: Compression = "none"
+    filename: str = Field("", description='file the receiver writes; "" = live view only')
+    meta: dict[str, Any] | None = Field(
+        None, description="header part 2, stored by the receiver in the NXdetector group"
+    )
+    out_of_order: bool = Field(False, description="send frames in a seeded shuffled order")
+    seed: int = Field(0, description="seed of the out-of-order shuffle")
+    send_hwm: int = Field(
+        100, ge=1, description="messages queued per peer; bounds memory at 20 MB frames"
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, allow_inf_nan=False, description="wait for a peer / for delivery at the end"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesStats:
+    """What one or more series sent, for the summary line and the benchmark."""
+
+    frames: int
+    nbytes: int
+    seconds: float
+
+    @property
+    def frames_per_s(self) -> float:
+        """Frames per second; 0 when no time has passed, so a summary never divides by zero."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def __add__(self, other: SeriesStats) -> SeriesStats:
+        return SeriesStats(
+            self.frames + other.frames, self.nbytes + other.nbytes, self.seconds + other.seconds
+        )
+
+
+class Pacer:
+    """Holds frame ``i`` back until ``start + i / rate``.
+
+    Deadlines are absolute from the series start on a monotonic clock, so a
+    late frame is followed by catch-up instead of shifting every later frame
+    (no drift), and wall-clock jumps do not matter.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._period = 1.0 / rate if rate > 0 else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._start = clock()
+
+    def wait(self, index: int) -> None:
+        """Return when frame ``index`` is due (at once when the rate is 0 or the frame is late)."""
+        if not self._period:
+            return
+        delay = self._start + index * self._period - self._clock()
+        if delay > 0:
+            self._sleep(delay)
+
+
+def frame_order(frames: int, out_of_order: bool, seed: int) -> list[int]:
+    """Trigger indices in sending order; shuffled with ``seed`` so a test can reproduce it."""
+    if not out_of_order:
+        return list(range(frames))
+    return np.random.default_rng(seed).permutation(frames).tolist()
+
+
+class StreamGenerator:
+    """One PUSH socket sending one or more series as one stream.
+
+    ``msg_number`` runs on across series, as it does for a detector that is
+    armed several times, so a receiver sees one continuous stream. Use it as a
+    context manager: closing waits (at most ``timeout_s``) for queued data.
+    """
+
+    def __init__(self, settings: GeneratorSettings, context: zmq.Context | None = None) -> None:
+        self.settings = settings
+        self._own_context = context is None
+        self._context = zmq.Context() if context is None else context
+        self._msg_number = 0
+        self._failed = False
+        try:
+            self._socket = self._open_socket()
+        except EndpointError:
+            self._close_context()
+            raise
+        self._endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        log.debug("%s %s", "connected to" if settings.connect else "bound to", self.endpoint)
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint in use, with the port the system chose when asked for ``*``."""
+        return self._endpoint
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def send_series(self, filename: str | None = None) -> SeriesStats:
+        """Send header, images and series_end; return once the receiver has taken them all.
+
+        ``filename`` overrides the settings' file name, so several series can
+        go to several files on one socket. Raises :class:`DeliveryTimeout`
+        when no receiver takes the data within ``timeout_s``.
+        """
+        s = self.settings
+        name = s.filename if filename is None else filename
+        log.info(
+            "series to %s: %d frames %s %s (%s), file %r",
+            self.endpoint,
+            s.frames,
+            "x".join(map(str, s.shape)),
+            s.dtype,
+            s.compression,
+            name,
+        )
+        start = time.monotonic()
+        self._send(stins.encode_header(self._msg_number, name, s.meta))
+        nbytes = self._send_images()
+        self._send_last(stins.encode_series_end(self._msg_number))
+        stats = SeriesStats(s.frames, nbytes, time.monotonic() - start)
+        log.info(
+            "series sent: %d frames, %d bytes in %.3f s (%.1f frames/s)",
+            stats.frames,
+            stats.nbytes,
+            stats.seconds,
+            stats.frames_per_s,
+        )
+        return stats
+
+    def close(self) -> None:
+        """Close the socket, letting queued messages go for at most ``timeout_s``.
+
+        After a failure nothing is waited for: the peer is known not to read.
+        """
+        if self._socket.closed:
+            return
+        linger_ms = 0 if self._failed else round(self.settings.timeout_s * 1000)
+        self._socket.close(linger=linger_ms)
+        self._close_context()
+
+    def _open_socket(self) -> zmq.Socket:
+        s = self.settings
+        socket = self._context.socket(zmq.PUSH)
+        socket.setsockopt(zmq.SNDHWM, s.send_hwm)
+        socket.setsockopt(zmq.SNDTIMEO, round(s.timeout_s * 1000))
+        # Queue only to a completed connection, so a missing receiver shows as a send timeout.
+        socket.setsockopt(zmq.IMMEDIATE, 1)
+        try:
+            if s.connect:
+                socket.connect(s.endpoint)
+            else:
+                socket.bind(s.endpoint)
+        except zmq.ZMQError as exc:
+            socket.close(linger=0)
+            raise EndpointError(_endpoint_advice(s, exc)) from None
+        return socket
+
+    def _close_context(self) -> None:
+        if self._own_context:
+            self._context.term()
+
+    def _send_images(self) -> int:
+        s = self.settings
+        pacer = Pacer(s.rate)
+        nbytes = 0
+        for index, frame in enumerate(frame_order(s.frames, s.out_of_order, s.seed)):
+            blob = encoded_frame(frame, s.shape, s.dtype, s.compression)
+            pacer.wait(index)
+            self._send(
+                stins.encode_image(self._msg_number, frame, blob, s.shape, s.dtype, s.compression)
+            )
+            nbytes += blob.nbytes
+        return nbytes
+
+    def _send(self, parts: Sequence[Buffer]) -> None:
+        """Send without copying large parts (pyzmq copies the small JSON parts anyway)."""
+        try:
+            self._socket.send_multipart(parts, copy=False)
+        except zmq.Again:
+            self._failed = True
+            raise DeliveryTimeout(self._no_peer_advice()) from None
+        self._msg_number += 1
+
+    def _send_last(self, parts: Sequence[Buffer]) -> None:
+        """Send the series' last message and wait until ZeroMQ has handed it to the peer.
+
+        ZeroMQ has no delivery receipt; a tracked zero-copy frame is released
+        only once the connection has taken it, and a PUSH pipe is FIFO, so
+        that also covers every message before it.
+        """
+        (part,) = parts
+        try:
+            tracker = self._socket.send(zmq.Frame(part, copy=False, track=True), copy=False)
+        except zmq.Again:
+            self._failed = True
+            raise DeliveryTimeout(self._no_peer_advice()) from None
+        self._msg_number += 1
+        try:
+            tracker.wait(self.settings.timeout_s)
+        except zmq.NotDone:
+            self._failed = True
+            raise DeliveryTimeout(
+                f"the receiver on {self.endpoint} stopped taking data: the end of the series "
+                f"was not delivered within {self.settings.timeout_s:g} s; check that it is "
+                "still running and not stalled (disk full?)"
+            ) from None
+
+    def _no_peer_advice(self) -> str:
+        timeout = self.settings.timeout_s
+        if self.settings.connect:
+            hint = f"is a stream-receiver listening (bound) on {self.endpoint}?"
+        else:
+            hint = f"is a stream-receiver running and connecting to {self.endpoint}?"
+        return f"no receiver took data from {self.endpoint} within {timeout:g} s: {hint}"
+
+
+def _endpoint_advice(settings: GeneratorSettings, exc: zmq.ZMQError) -> str:
+    if settings.connect:
+        return f"cannot connect to {settings.endpoint}: {exc.strerror}"
+    return (
+        f"cannot bind {settings.endpoint}: {exc.strerror}; is another generator or streamer "
+        "using it? Choose another port, or tcp://127.0.0.1:* for a free one"
+    )
