@@ -1,0 +1,73 @@
+"""Helpers shared by the tests: free ports, readiness polling, processes that always end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
+    """Poll ``probe`` until it returns a truthy value; fail the test with ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Processes:
+    """Starts console scripts of this project and ends each one, by its PID, at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, command: str, *args: str) -> subprocess.Popen:
+        log = self._log_dir / f"{command}-{len(self._procs)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(VENV_BIN / command), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._procs.append((proc, log))
+        return proc
+
+    def output(self, proc: subprocess.Popen) -> str:
+        for known, log in self._procs:
+            if known is proc:
+                return log.read_text(errors="replace")
+        raise KeyError("not a process started here")
+
+    def stop_all(self) -> None:
+        for proc, _ in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc, _ in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,329 @@
+"""The receiver in-process, fed by a real ZeroMQ stream, checked through its files and status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the bslz4 filter for reading)
+import numpy as np
+import pytest
+import zmq
+
+from receiver.config import load
+from receiver.protocols import bslz4, stins
+from receiver.receiver import Receiver
+from tests.helpers import wait_until
+
+SHAPE = (48, 40)
+DATA = "entry/instrument/detector/data"
+
+
+def frame_pixels(frame: int, dtype: str = "uint16") -> np.ndarray:
+    return (np.arange(SHAPE[0] * SHAPE[1]).reshape(SHAPE) * 7 + frame).astype(dtype)
+
+
+class Stream:
+    """A detector-side PUSH socket that numbers its messages like a STINS streamer."""
+
+    def __init__(self, context: zmq.Context) -> None:
+        self.socket = context.socket(zmq.PUSH)
+        self.socket.linger = 0
+        self.socket.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.socket.last_endpoint.decode()
+        self.msg_number = 0
+
+    def send(self, parts: list) -> None:
+        self.socket.send_multipart(parts)
+        self.msg_number += 1
+
+    def header(self, filename: str, meta: dict | None = None) -> None:
+        self.send(stins.encode_header(self.msg_number, filename, meta))
+
+    def image(self, frame: int, compression: str = "none", **extra: object) -> None:
+        pixels = frame_pixels(frame)
+        blob = bslz4.compress(pixels) if compression == "bslz4" else pixels.tobytes()
+        self.send(
+            stins.encode_image(self.msg_number, frame, blob, SHAPE, "uint16", compression, **extra)
+        )
+
+    def end(self) -> None:
+        self.send(stins.encode_series_end(self.msg_number))
+
+    def series(self, filename: str, frames: list[int], compression: str = "none") -> None:
+        self.header(filename)
+        for frame in frames:
+            self.image(frame, compression)
+        self.end()
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context]:
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def stream(context: zmq.Context) -> Iterator[Stream]:
+    s = Stream(context)
+    yield s
+    s.socket.close()
+
+
+@pytest.fixture
+def start_receiver(stream: Stream, tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
+    started: list[Receiver] = []
+
+    def start(**overrides: object) -> Receiver:
+        settings = {
+            "connect": [stream.endpoint],
+            "data_root": str(tmp_path),
+            "http_port": 0,
+            "gap_timeout": 0.3,
+            **overrides,
+        }
+        receiver = Receiver(load(overrides=settings))
+        receiver.start()
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.stop()
+
+
+def finished(receiver: Receiver, series: int = 1) -> dict:
+    """Wait until ``series`` series have been closed; return the status."""
+
+    def done() -> dict | None:
+        status = receiver.status()
+        ok = status["series_count"] >= series and not status["series_open"]
+        return status if ok else None
+
+    return wait_until(done, 10, f"series {series} to close")
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+@pytest.mark.parametrize("compression", ["none", "bslz4"])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_every_frame_lands_at_its_frame_number(
+    start_receiver, stream, tmp_path, workers, compression, shuffled
+):
+    receiver = start_receiver(workers=workers)
+    frames = list(np.random.default_rng(7).permutation(40)) if shuffled else list(range(40))
+    stream.series("scan/run1.h5", [int(f) for f in frames], compression)
+
+    status = finished(receiver)
+
+    assert status["state"] == "idle", status["error"]
+    assert status["frames_written"] == 40
+    assert receiver.received_frames == 40
+    with h5py.File(tmp_path / "scan/run1.h5") as f:
+        data = f[DATA]
+        assert data.shape == (40, *SHAPE)
+        assert data.chunks == (1, *SHAPE)
+        for k in range(40):
+            np.testing.assert_array_equal(data[k], frame_pixels(k))
+        assert list(f["entry/instrument/detector/sequence_number"]) == list(range(40))
+        np.testing.assert_array_equal(f["entry/data/data"][5], frame_pixels(5))
+        if compression == "bslz4":
+            assert data.id.get_create_plist().get_filter(0)[0] == 32008
+
+
+def test_header_metadata_goes_to_the_detector_group(start_receiver, stream, tmp_path):
+    receiver = start_receiver()
+    stream.header("meta.h5", {"count_time": 0.5, "sensor": {"material": "Si", "thickness": 450e-6}})
+    stream.image(0)
+    stream.end()
+
+    finished(receiver)
+
+    with h5py.File(tmp_path / "meta.h5") as f:
+        det = f["entry/instrument/detector"]
+        assert det["count_time"][()] == 0.5
+        assert det["sensor/material"][()].decode() == "Si"
+
+
+def test_forwarded_stream_carries_every_message_in_order(start_receiver, stream, context):
+    receiver = start_receiver(workers=4, forward="tcp://127.0.0.1:*")
+    consumer = context.socket(zmq.PULL)
+    consumer.connect(receiver.forward_endpoint)
+    consumer.rcvtimeo = 5000
+    wait_until(lambda: stream.socket.poll(0, zmq.POLLOUT), 5, "workers to connect")
+    stream.series("fwd.h5", list(range(25)))
+
+    messages = [stins.parse(consumer.recv_multipart()) for _ in range(27)]
+
+    consumer.close()
+    assert [m.seq for m in messages] == list(range(27))
+    assert type(messages[0]).__name__ == "SeriesStart"
+    assert [m.frame for m in messages[1:-1]] == list(range(25))
+    np.testing.assert_array_equal(
+        np.frombuffer(messages[9].data, "uint16").reshape(SHAPE), frame_pixels(8)
+    )
+    assert type(messages[-1]).__name__ == "SeriesEnd"
+
+
+def test_absent_forward_consumer_never_stalls_writing(start_receiver, stream, tmp_path):
+    receiver = start_receiver(forward="tcp://127.0.0.1:*", forward_buffer_bytes=10_000)
+    stream.series("nofwd.h5", list(range(30)))
+
+    status = finished(receiver)
+
+    assert status["frames_written"] == 30
+    assert status["forwarder"]["missed"] > 0
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["../outside.h5", "/etc/outside.h5", "sub/../../outside.h5"],
+)
+def test_file_outside_the_data_root_is_refused(start_receiver, stream, tmp_path, filename):
+    receiver = start_receiver()
+    stream.series(filename, [0, 1])
+
+    status = finished(receiver)
+
+    assert status["state"] == "error"
+    assert "outside the data root" in status["error"]
+    assert not (tmp_path.parent / "outside.h5").exists()
+    stream.series("next.h5", [0, 1])
+    status = finished(receiver, 2)
+    assert status["state"] == "idle"
+    assert status["frames_written"] == 2
+
+
+def test_existing_file_is_never_overwritten(start_receiver, stream, tmp_path):
+    (tmp_path / "taken.h5").write_bytes(b"precious")
+    receiver = start_receiver()
+    stream.series("taken.h5", [0])
+
+    status = finished(receiver)
+
+    assert status["state"] == "error"
+    assert "already exists" in status["error"]
+    assert (tmp_path / "taken.h5").read_bytes() == b"precious"
+
+
+def test_missing_frames_leave_empty_places_and_are_reported(start_receiver, stream, tmp_path):
+    receiver = start_receiver()
+    stream.series("holes.h5", [0, 1, 3, 4, 7])
+
+    status = finished(receiver)
+
+    assert status["state"] == "error"
+    assert "3 frames missing" in status["error"]
+    assert status["series"]["missing_frames"] == [2, 5, 6]
+    with h5py.File(tmp_path / "holes.h5") as f:
+        det = f["entry/instrument/detector"]
+        assert det["data"].shape[0] == 8
+        assert list(det["sequence_number"]) == [0, 1, -1, 3, 4, -1, -1, 7]
+        assert list(det["missing_frames"]) == [2, 5, 6]
+        np.testing.assert_array_equal(det["data"][7], frame_pixels(7))
+
+
+def test_new_header_closes_a_series_whose_end_was_lost(start_receiver, stream, tmp_path):
+    receiver = start_receiver(workers=2)
+    stream.header("first.h5")
+    for frame in range(5):
+        stream.image(frame)
+    stream.series("second.h5", [0, 1])
+
+    status = finished(receiver, 2)
+
+    assert status["state"] == "idle"
+    assert "before series_end" in status["last_series"]["error"] or status["series_count"] == 2
+    with h5py.File(tmp_path / "first.h5") as f:
+        assert f[DATA].shape[0] == 5
+    with h5py.File(tmp_path / "second.h5") as f:
+        assert f[DATA].shape[0] == 2
+
+
+def test_discarded_frames_take_no_place(start_receiver, stream, tmp_path):
+    receiver = start_receiver()
+    stream.header("discard.h5")
+    for frame in range(10):
+        if frame < 3 or frame >= 7:
+            stream.image(frame, discard=True)
+        else:
+            stream.image(frame)
+    stream.end()
+
+    status = finished(receiver)
+
+    assert status["state"] == "idle", status["error"]
+    with h5py.File(tmp_path / "discard.h5") as f:
+        assert f[DATA].shape == (4, *SHAPE)
+        assert list(f["entry/instrument/detector/sequence_number"]) == [3, 4, 5, 6]
+        np.testing.assert_array_equal(f[DATA][0], frame_pixels(3))
+
+
+def send_raw(stream: Stream, parts: list[bytes]) -> None:
+    stream.send(parts)
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (lambda n: [b"{not json"], "not valid JSON"),
+        (
+            lambda n: [json.dumps({"htype": "image", "msg_number": n}).encode(), b"x"],
+            "'frame'",
+        ),
+        (
+            lambda n: stins.encode_image(n, 1, b"\0" * 10, SHAPE, "uint16"),
+            "needs 3840",
+        ),
+        (
+            lambda n: stins.encode_image(n, 1, b"\0" * 3840, SHAPE, "uint16", "gzip"),
+            "unknown compression 'gzip'",
+        ),
+    ],
+    ids=["malformed-json", "missing-field", "wrong-blob-size", "unknown-compression"],
+)
+def test_bad_message_is_reported_and_the_next_series_is_served(
+    start_receiver, stream, tmp_path, bad, expected
+):
+    receiver = start_receiver(workers=2)
+    stream.header("bad.h5")
+    stream.image(0)
+    send_raw(stream, bad(stream.msg_number))
+    stream.image(2)
+    stream.end()
+
+    status = finished(receiver)
+
+    assert status["state"] == "error"
+    assert expected in status["error"]
+    with h5py.File(tmp_path / "bad.h5") as f:
+        assert list(f["entry/instrument/detector/sequence_number"]) == [0, -1, 2]
+    stream.series("good.h5", [0, 1, 2])
+    status = finished(receiver, 2)
+    assert status["state"] == "idle", status["error"]
+    assert status["frames_written"] == 3
+
+
+def test_live_view_only_series_writes_nothing(start_receiver, stream, tmp_path):
+    receiver = start_receiver()
+    stream.series("", [0, 1, 2])
+
+    status = finished(receiver)
+
+    assert status["state"] == "idle"
+    assert status["frames_received"] == 3
+    assert receiver.last_frame().frame == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_nearly_full_closes_the_file_cleanly(start_receiver, stream, tmp_path):
+    receiver = start_receiver(min_free_bytes=2**62)
+    stream.series("full.h5", [0, 1])
+
+    status = finished(receiver)
+
+    assert status["state"] == "error"
+    assert "disk nearly full" in status["error"]
+    assert not (tmp_path / "full.h5").exists()
