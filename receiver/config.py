@@ -7,7 +7,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from receiver.protocols import PARSERS
 
@@ -72,6 +79,14 @@ class ReceiverConfig(BaseModel):
             raise ValueError(f"unknown protocol {value!r}; known: {', '.join(sorted(PARSERS))}")
         return value
 
+    @model_validator(mode="after")
+    def _data_root_exists(self) -> ReceiverConfig:
+        if self.write and not self.data_root.is_dir():
+            raise ValueError(
+                f"data root {self.data_root} is not a directory; create it or pass --data-root"
+            )
+        return self
+
     @property
     def window(self) -> int:
         return self.reorder_window or 2 * self.workers + 2
@@ -87,7 +102,7 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> R
         return ReceiverConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
         )
         raise ConfigError(f"invalid receiver configuration: {problems}") from None
 
