@@ -116,7 +116,9 @@ class SeriesWriter:
         series = self._board.series
         if not self._series_open:
             series.frames_rejected += 1
-            self._board.fail(f"frame {image.frame} arrived outside a series (no header); not stored")
+            self._board.fail(
+                f"frame {image.frame} arrived outside a series (no header); not stored"
+            )
             return
         if image.discard:
             series.frames_discarded += 1

@@ -18,7 +18,7 @@ from typing import Any, Literal, Self
 
 import numpy as np
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from receiver.model import Buffer
 from receiver.protocols import stins
@@ -51,7 +51,6 @@ class GeneratorSettings(BaseModel):
 
     endpoint: str = Field(
         DEFAULT_ENDPOINT,
-        pattern=r"^[a-z]+://.+",
         description="ZeroMQ endpoint; port * binds to a free port (see StreamGenerator.endpoint)",
     )
     connect: bool = Field(False, description="connect to a bound receiver instead of binding")
@@ -72,6 +71,15 @@ class GeneratorSettings(BaseModel):
     timeout_s: float = Field(
         10.0, gt=0, allow_inf_nan=False, description="wait for a peer / for delivery at the end"
     )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _looks_like_endpoint(cls, value: str) -> str:
+        """Catch a bare host:port early, with an example, instead of a terse ZeroMQ error."""
+        transport, sep, address = value.partition("://")
+        if not (sep and transport and address):
+            raise ValueError(f"{value!r} is not a ZeroMQ endpoint such as {DEFAULT_ENDPOINT}")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,13 +251,13 @@ class StreamGenerator:
             nbytes += blob.nbytes
         return nbytes
 
-    def _send(self, parts: Sequence[Buffer]) -> None:
+    def _send(self, parts: Sequence[Buffer | zmq.Frame]) -> None:
         """Send without copying large parts (pyzmq copies the small JSON parts anyway)."""
         try:
             self._socket.send_multipart(parts, copy=False)
         except zmq.Again:
             self._failed = True
-            raise DeliveryTimeout(self._no_peer_advice()) from None
+            raise DeliveryTimeout(self._timeout_advice()) from None
         self._msg_number += 1
 
     def _send_last(self, parts: Sequence[Buffer]) -> None:
@@ -259,30 +267,29 @@ class StreamGenerator:
         only once the connection has taken it, and a PUSH pipe is FIFO, so
         that also covers every message before it.
         """
-        (part,) = parts
-        try:
-            tracker = self._socket.send(zmq.Frame(part, copy=False, track=True), copy=False)
-        except zmq.Again:
-            self._failed = True
-            raise DeliveryTimeout(self._no_peer_advice()) from None
-        self._msg_number += 1
+        frames = [zmq.Frame(part, copy=False, track=True) for part in parts]
+        tracker = frames[-1].tracker
+        self._send(frames)
+        del frames  # the frames' own references would keep the tracker from ever finishing
         try:
             tracker.wait(self.settings.timeout_s)
         except zmq.NotDone:
             self._failed = True
-            raise DeliveryTimeout(
-                f"the receiver on {self.endpoint} stopped taking data: the end of the series "
-                f"was not delivered within {self.settings.timeout_s:g} s; check that it is "
-                "still running and not stalled (disk full?)"
-            ) from None
+            raise DeliveryTimeout(self._timeout_advice()) from None
 
-    def _no_peer_advice(self) -> str:
-        timeout = self.settings.timeout_s
+    def _timeout_advice(self) -> str:
+        """Tell a receiver that never came apart from one that stopped reading mid-stream."""
+        timeout = f"{self.settings.timeout_s:g} s"
+        if self._msg_number > 0:
+            return (
+                f"the receiver on {self.endpoint} stopped taking data for {timeout}: "
+                "check that it is still running and not stalled (disk full?)"
+            )
         if self.settings.connect:
             hint = f"is a stream-receiver listening (bound) on {self.endpoint}?"
         else:
             hint = f"is a stream-receiver running and connecting to {self.endpoint}?"
-        return f"no receiver took data from {self.endpoint} within {timeout:g} s: {hint}"
+        return f"no receiver took data from {self.endpoint} within {timeout}: {hint}"
 
 
 def _endpoint_advice(settings: GeneratorSettings, exc: zmq.ZMQError) -> str:

@@ -1,0 +1,251 @@
+"""``daq-generator``: send synthetic STINS series to a stream-receiver.
+
+Maps flags onto :class:`sim.generator.GeneratorSettings` and reports one line
+at the end; everything else lives in :mod:`sim.generator`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from sim.generator import (
+    Compression,
+    GeneratorError,
+    GeneratorSettings,
+    PixelType,
+    SeriesStats,
+    StreamGenerator,
+)
+
+log = logging.getLogger("daq-generator")
+
+PROG = "daq-generator"
+SERIES_PLACEHOLDER = "{series}"
+DEFAULTS = GeneratorSettings()
+
+_OPTION_OF_FIELD = {"endpoint": "--bind/--connect", "timeout_s": "--timeout"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the generator; 0 when every series was delivered, 1 when not, 2 on bad arguments."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        parser.error(describe_errors(exc))
+    try:
+        stats = run(settings, args.series)
+    except GeneratorError as exc:
+        log.error("%s", exc)
+        return 1
+    print(summary(stats))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags; every default shown in ``--help`` comes from GeneratorSettings."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Send series of synthetic detector frames as a STINS stream over a "
+        "ZeroMQ PUSH socket, as a detector control unit does. Pixel values encode the "
+        "frame number, so stored frames can be checked against what was sent.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--bind",
+        metavar="ENDPOINT",
+        default=DEFAULTS.endpoint,
+        help="endpoint to bind, for the receiver to connect to (default: %(default)s; "
+        "use port * for a free port)",
+    )
+    where.add_argument(
+        "--connect",
+        metavar="ENDPOINT",
+        help="connect to a receiver that binds ENDPOINT instead of binding",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=DEFAULTS.frames,
+        metavar="N",
+        help="frames per series (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULTS.rate,
+        metavar="HZ",
+        help="frames per second; 0 sends as fast as the receiver takes them (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=list(DEFAULTS.shape),
+        help=f"frame height and width in pixels (default: {' '.join(map(str, DEFAULTS.shape))})",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=get_args(PixelType),
+        default=DEFAULTS.dtype,
+        help="pixel type (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=get_args(Compression),
+        default=DEFAULTS.compression,
+        help="blob encoding; bslz4 is the HDF5 filter-32008 chunk (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--filename",
+        default=DEFAULTS.filename,
+        metavar="PATH",
+        help=f"file the receiver writes; empty = live view only; may hold {SERIES_PLACEHOLDER} "
+        "(default: empty)",
+    )
+    parser.add_argument(
+        "--meta",
+        type=json_object,
+        metavar="JSON",
+        help="JSON object sent as the header's 2nd part, stored in the NXdetector group",
+    )
+    parser.add_argument(
+        "--out-of-order",
+        action="store_true",
+        help="send the frames of a series in a shuffled (seeded, reproducible) order",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS.seed,
+        help="seed of the --out-of-order shuffle (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--series",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help=f"send K series in a row on one stream; file names get _0001.. appended, or "
+        f"{SERIES_PLACEHOLDER} replaced by 0001.. (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--send-hwm",
+        type=int,
+        default=DEFAULTS.send_hwm,
+        metavar="N",
+        help="messages queued before sending waits; bounds memory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULTS.timeout_s,
+        metavar="S",
+        help="fail when no receiver takes data for S seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="INFO",
+        help="logging verbosity (default: %(default)s)",
+    )
+    return parser
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """Parse ``--meta``; the receiver only accepts an object as the header's 2nd part."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f'must be a JSON object such as \'{{"sensor": "CdTe"}}\', got {type(value).__name__}'
+        )
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Parse a count that must be at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def settings_from_args(args: argparse.Namespace) -> GeneratorSettings:
+    """Validate the flags as one settings model (raises pydantic's ValidationError)."""
+    return GeneratorSettings(
+        endpoint=args.connect or args.bind,
+        connect=args.connect is not None,
+        frames=args.frames,
+        rate=args.rate,
+        shape=args.shape,
+        dtype=args.dtype,
+        compression=args.compression,
+        filename=args.filename,
+        meta=args.meta,
+        out_of_order=args.out_of_order,
+        seed=args.seed,
+        send_hwm=args.send_hwm,
+        timeout_s=args.timeout,
+    )
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line naming the flags at fault, not the settings' field names."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "arguments"
+        option = _OPTION_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+        reason = error["ctx"]["error"] if error["type"] == "value_error" else error["msg"]
+        problems.append(f"{option}: {reason}")
+    return "; ".join(problems)
+
+
+def series_filename(template: str, index: int, count: int) -> str:
+    """File name of series ``index`` (1-based) of ``count``, so series never share a file.
+
+    ``{series}`` in the template becomes the 4-digit index; otherwise, with
+    more than one series, ``_0001`` goes before the extension. An empty name
+    (live view only) stays empty.
+    """
+    number = f"{index:04d}"
+    if SERIES_PLACEHOLDER in template:
+        return template.replace(SERIES_PLACEHOLDER, number)
+    if count == 1 or not template:
+        return template
+    path = PurePosixPath(template)
+    return str(path.with_name(f"{path.stem}_{number}{path.suffix}"))
+
+
+def run(settings: GeneratorSettings, series: int) -> SeriesStats:
+    """Send ``series`` series on one socket and add up what was sent."""
+    total = SeriesStats(0, 0, 0.0)
+    with StreamGenerator(settings) as generator:
+        for index in range(1, series + 1):
+            filename = series_filename(settings.filename, index, series)
+            total += generator.send_series(filename)
+    return total
+
+
+def summary(stats: SeriesStats) -> str:
+    """The line a user or a script reads at the end."""
+    return (
+        f"{PROG}: sent {stats.frames} frames, {stats.nbytes} bytes in {stats.seconds:.3f} s, "
+        f"{stats.frames_per_s:.1f} frames/s"
+    )
