@@ -138,7 +138,8 @@ def summarize(path: Path) -> None:
         first, last = data[0], data[-1]
         print(f"file: {path}")
         print(f"  /entry/instrument/detector/data: {data.shape} {data.dtype}, {codec}")
-        print(f"  chunks: {data.chunks}, /entry/data/data -> {f['entry/data/data'].name}")
+        link = f["entry/data"].get("data", getlink=True).path
+        print(f"  chunks: {data.chunks}, /entry/data/data links to {link}")
         ordered = bool(np.array_equal(numbers, np.arange(len(numbers))))
         print(
             f"  sequence_number: {numbers[0]}..{numbers[-1]} ({'in order' if ordered else 'NOT in order'})"
