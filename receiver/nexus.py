@@ -95,6 +95,8 @@ class NexusFile:
 
     def discard(self, frame: int) -> None:
         """Note a frame that takes no place in the file."""
+        if frame in self._discarded:
+            raise FrameRejectedError(f"frame {frame} arrived twice (flagged discard both times)")
         if frame <= self._highest_frame():
             raise FrameRejectedError(
                 f"frame {frame} is flagged discard but arrived after a later stored frame; "

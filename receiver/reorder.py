@@ -13,6 +13,10 @@ Two situations end a wait for a message that will never come:
   numbering (a new acquisition): it is delivered at once;
 - a gap that outlives ``gap_timeout`` (a message lost before it could be
   numbered, e.g. unparseable JSON) is skipped and reported.
+
+Messages that can no longer be delivered in order (older than the one
+expected once the wait timed out, leftovers of a numbering that restarted, a
+number seen twice) are dropped and reported as :class:`Stale`.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Reorderer(Generic[T]):
         self._next: int | None = None
         self._closed = False
         self._stalled_since: float | None = None
+        self._stale = 0
 
     def put(self, seq: int, item: T, is_header: bool = False) -> None:
         """Add an item; blocks while the window is full and the item is not the one needed."""
@@ -65,6 +70,8 @@ class Reorderer(Generic[T]):
                 is_header or seq == self._next or len(self._pending) < self._window
             ):
                 self._cond.wait()
+            if seq in self._pending:
+                self._stale += 1
             self._pending[seq] = (item, is_header)
             self._cond.notify_all()
 
@@ -95,6 +102,9 @@ class Reorderer(Generic[T]):
         return max(0.0, self._stalled_since + self._gap_timeout - time.monotonic())
 
     def _take_next(self) -> T | Gap | Stale | None:
+        if self._stale:
+            count, self._stale = self._stale, 0
+            return Stale(count)
         if not self._pending:
             self._stalled_since = None
             return None
@@ -109,13 +119,20 @@ class Reorderer(Generic[T]):
             return None
         if now - self._stalled_since < self._gap_timeout:
             return None
+        self._stalled_since = None
+        return self._skip()
+
+    def _skip(self) -> T | Gap | Stale:
+        """The wait timed out: drop late arrivals, or report the gap and move past it."""
+        if self._next is not None:
+            late = [seq for seq in self._pending if seq < self._next]
+            if late:
+                return self._drop(late)
         first = min(self._pending)
-        if self._next is None or first < self._next:
-            self._next = first
+        if self._next is None:
             return self._release(first)
         gap = Gap(self._next, first - 1)
         self._next = first
-        self._stalled_since = None
         return gap
 
     def _restart_header(self) -> int | None:
@@ -128,13 +145,26 @@ class Reorderer(Generic[T]):
         return min(headers) if headers else None
 
     def _restart_at(self, seq: int) -> T | Stale:
-        stale = [s for s in self._pending if s < seq]
-        for s in stale:
-            del self._pending[s]
+        """Start the new numbering at header ``seq``.
+
+        Leftovers of the old numbering are the pending messages below the
+        header and those at or beyond the old expected number (they waited
+        behind a gap); the new acquisition cannot have got that far while its
+        header was still pending.
+        """
+        old_next = self._next
         self._next = seq
-        if stale:
-            return Stale(len(stale))
+        leftovers = [
+            s for s in self._pending if s < seq or (old_next is not None and s >= old_next)
+        ]
+        if leftovers:
+            return self._drop(leftovers)
         return self._release(seq)
+
+    def _drop(self, seqs: list[int]) -> Stale:
+        for seq in seqs:
+            del self._pending[seq]
+        return Stale(len(seqs))
 
     def _release(self, seq: int) -> T:
         item, _ = self._pending.pop(seq)

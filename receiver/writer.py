@@ -120,16 +120,15 @@ class SeriesWriter:
                 f"frame {image.frame} arrived outside a series (no header); not stored"
             )
             return
-        if image.discard:
-            series.frames_discarded += 1
-            if self._file is not None:
-                self._file.discard(image.frame)
-            return
         if self._file is None:
             if self._config.write and series.filename:
                 series.frames_rejected += 1
             return
         try:
+            if image.discard:
+                self._file.discard(image.frame)
+                series.frames_discarded += 1
+                return
             self._check_space(self._file.path.parent, image.nbytes)
             self._file.write(image)
         except FrameRejectedError as exc:

@@ -61,11 +61,16 @@ def encode_image(
         "msg_number": msg_number,
         "frame": frame,
         "shape": list(shape),
-        "type": np.dtype(dtype).name,
+        "type": _type_name(np.dtype(dtype)),
         "compression": compression,
         **extra,
     }
     return [_dumps(fields), blob]
+
+
+def _type_name(dtype: np.dtype) -> str:
+    """``uint16`` for native little-endian types, the explicit ``>u2`` form otherwise."""
+    return dtype.name if dtype.byteorder in "=|<" else dtype.str
 
 
 def encode_series_end(msg_number: int, **extra: Any) -> list[bytes]:
@@ -81,8 +86,10 @@ def encode(message: Message, msg_number: int) -> list[Buffer]:
         fields.pop("htype", None)
         return encode_header(msg_number, message.filename, message.meta or None, **fields)
     if isinstance(message, Image):
-        for key in ("htype", "frame", "shape", "type", "compression"):
+        for key in ("htype", "frame", "shape", "type", "compression", "discard"):
             fields.pop(key, None)
+        if message.discard:
+            fields["discard"] = True
         return encode_image(
             msg_number,
             message.frame,
@@ -155,7 +162,9 @@ def _parse_image(fields: dict[str, Any], parts: Sequence[Buffer], seq: int) -> I
             f"image: field 'shape' must be a list of positive integers, got {shape!r}"
         )
     try:
-        dtype = np.dtype(fields.get("type"))
+        if not isinstance(fields.get("type"), str):
+            raise TypeError
+        dtype = np.dtype(fields["type"])
     except TypeError:
         raise MalformedMessage(
             f"image: field 'type' must be a numpy dtype name such as 'uint16', got {fields.get('type')!r}"
