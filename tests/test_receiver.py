@@ -31,6 +31,7 @@ class Stream:
     def __init__(self, context: zmq.Context) -> None:
         self.socket = context.socket(zmq.PUSH)
         self.socket.linger = 0
+        self.socket.sndhwm = 2
         self.socket.bind("tcp://127.0.0.1:*")
         self.endpoint = self.socket.last_endpoint.decode()
         self.msg_number = 0
@@ -327,3 +328,45 @@ def test_disk_nearly_full_closes_the_file_cleanly(start_receiver, stream, tmp_pa
     assert status["state"] == "error"
     assert "disk nearly full" in status["error"]
     assert not (tmp_path / "full.h5").exists()
+
+
+def test_a_stalled_writer_pushes_back_on_the_sender_and_loses_nothing(
+    start_receiver, stream, tmp_path
+):
+    """While the writer cannot write, the receiver holds a bounded number of frames.
+
+    h5py serialises every call on its global lock; holding it stalls the
+    writer exactly as a slow disk would, while the workers keep receiving.
+    """
+    receiver = start_receiver(workers=2, rcvhwm=2, writer_queue=4)
+    big, total = (512, 512), 200
+
+    def pixels(k: int) -> np.ndarray:
+        return (np.arange(big[0] * big[1]) + k).astype("uint32").reshape(big)
+
+    stream.header("stalled.h5")
+    wait_until(lambda: receiver.status()["state"] == "running", 5, "the file to open")
+
+    accepted = 0
+    with h5py._objects.phil:
+        for k in range(total):
+            parts = stins.encode_image(stream.msg_number, k, pixels(k).tobytes(), big, "uint32")
+            if not stream.socket.poll(500, zmq.POLLOUT):
+                break
+            stream.socket.send_multipart(parts)
+            stream.msg_number += 1
+            accepted += 1
+        held = receiver.received_frames
+
+    assert accepted < total, "the sender was never pushed back"
+    assert held <= receiver.config.writer_queue + 2
+    for k in range(accepted, total):
+        stream.send(stins.encode_image(stream.msg_number, k, pixels(k).tobytes(), big, "uint32"))
+    stream.end()
+    status = finished(receiver)
+    assert status["state"] == "idle", status["error"]
+    with h5py.File(tmp_path / "stalled.h5") as f:
+        data = f[DATA]
+        assert data.shape == (total, *big)
+        for k in (0, accepted - 1, accepted, total - 1):
+            np.testing.assert_array_equal(data[k], pixels(k))
