@@ -65,6 +65,12 @@ class GeneratorSettings(BaseModel):
     )
     out_of_order: bool = Field(False, description="send frames in a seeded shuffled order")
     seed: int = Field(0, description="seed of the out-of-order shuffle")
+    distinct_frames: int = Field(
+        0,
+        ge=0,
+        description="0: every frame distinct; K: frame k carries the pixels of frame k mod K, "
+        "encoded once, so the benchmark measures the receiver and not the generator",
+    )
     send_hwm: int = Field(
         100, ge=1, description="messages queued per peer; bounds memory at 20 MB frames"
     )
@@ -242,8 +248,15 @@ class StreamGenerator:
         s = self.settings
         pacer = Pacer(s.rate)
         nbytes = 0
+        reused = [
+            encoded_frame(k, s.shape, s.dtype, s.compression)
+            for k in range(min(s.distinct_frames, s.frames))
+        ]
         for index, frame in enumerate(frame_order(s.frames, s.out_of_order, s.seed)):
-            blob = encoded_frame(frame, s.shape, s.dtype, s.compression)
+            if reused:
+                blob = reused[frame % len(reused)]
+            else:
+                blob = encoded_frame(frame, s.shape, s.dtype, s.compression)
             pacer.wait(index)
             self._send(
                 stins.encode_image(self._msg_number, frame, blob, s.shape, s.dtype, s.compression)

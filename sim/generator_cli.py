@@ -141,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"{SERIES_PLACEHOLDER} replaced by 0001.. (default: %(default)s)",
     )
     parser.add_argument(
+        "--distinct-frames",
+        type=int,
+        default=DEFAULTS.distinct_frames,
+        metavar="K",
+        help="encode only K distinct frames and repeat them (frame k carries the pixels of "
+        "frame k mod K): a generator fast enough to benchmark a receiver (default: all distinct)",
+    )
+    parser.add_argument(
         "--send-hwm",
         type=int,
         default=DEFAULTS.send_hwm,
@@ -201,6 +209,7 @@ def settings_from_args(args: argparse.Namespace) -> GeneratorSettings:
         meta=args.meta,
         out_of_order=args.out_of_order,
         seed=args.seed,
+        distinct_frames=args.distinct_frames,
         send_hwm=args.send_hwm,
         timeout_s=args.timeout,
     )

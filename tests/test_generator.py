@@ -240,6 +240,18 @@ def test_every_pixel_is_the_synthetic_frame_of_its_number(
         np.testing.assert_array_equal(pixels(image), synthetic_frame(image.frame, (12, 20), dtype))
 
 
+@pytest.mark.parametrize("compression", ["none", "bslz4"])
+def test_distinct_frames_repeat_the_pixels_of_frame_k_mod_k(
+    context: zmq.Context, compression: str
+) -> None:
+    config = settings(frames=7, distinct_frames=3, compression=compression)
+    received = images(send_one_series(context, config))
+    assert [image.frame for image in received] == list(range(7))
+    for image in received:
+        expected = synthetic_frame(image.frame % 3, (6, 10), "uint16")
+        np.testing.assert_array_equal(pixels(image), expected)
+
+
 def test_out_of_order_sends_every_frame_once_in_a_reproducible_shuffle(
     context: zmq.Context,
 ) -> None:
