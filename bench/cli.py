@@ -1,0 +1,120 @@
+"""``daq-bench``: the receiver's limits against a bare ZeroMQ sink and a bare file write."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.measure import (
+    BenchError,
+    Case,
+    Measurement,
+    ReceiverProcess,
+    make_case,
+    measure_sink,
+    measure_write,
+)
+from bench.report import plot, summarize, table, to_json
+
+DEFAULT_SIZES = ["20kB", "200kB", "2MB", "20MB"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daq-bench",
+        description="Measure the stream-receiver (separate processes on 127.0.0.1) against a "
+        "bare ZeroMQ PULL sink and a bare sequential file write of the same bytes.",
+    )
+    parser.add_argument("--quick", action="store_true", help="one repeat, less data: under 2 min")
+    parser.add_argument(
+        "--sizes", nargs="+", default=DEFAULT_SIZES, help="frame sizes (20kB, 2MB, 123456)"
+    )
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2, 4], help="worker counts")
+    parser.add_argument(
+        "--io-threads", nargs="+", type=int, default=[1], help="ZeroMQ I/O thread counts"
+    )
+    parser.add_argument(
+        "--modes", nargs="+", choices=["write", "no-write"], default=["write", "no-write"],
+        help="with and/or without file writing",
+    )  # fmt: skip
+    parser.add_argument("--repeat", type=int, help="runs per configuration (default 3, quick 1)")
+    parser.add_argument(
+        "--bytes-per-run", type=float, help="data per run in GB (default 2, quick 0.4)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("."), help="where files are written (a real disk)"
+    )
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
+    return parser
+
+
+def _cases(args: argparse.Namespace) -> list[Case]:
+    target = int((args.bytes_per_run or (0.4 if args.quick else 2.0)) * 1e9)
+    min_frames = 20 if args.quick else 100
+    return [make_case(size, target, min_frames, 20_000) for size in args.sizes]
+
+
+def run(args: argparse.Namespace, data_dir: Path) -> list[Measurement]:
+    repeats = args.repeat or (1 if args.quick else 3)
+    cases = _cases(args)
+    results: list[Measurement] = []
+    for _ in range(repeats):
+        for case in cases:
+            results.append(measure_sink(case, max(args.io_threads)))
+            results.append(measure_write(case, data_dir))
+            logging.info("baselines %s done", case.label)
+        for write in (mode == "write" for mode in args.modes):
+            for workers in args.workers:
+                for io_threads in args.io_threads:
+                    receiver = ReceiverProcess(workers, io_threads, write, data_dir)
+                    try:
+                        for case in cases:
+                            results.append(receiver.measure(case))
+                    finally:
+                        receiver.close()
+                    logging.info(
+                        "receiver write=%s %d workers %d io done", write, workers, io_threads
+                    )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="daq-bench: %(message)s")
+    if not args.data_dir.is_dir():
+        print(f"daq-bench: --data-dir {args.data_dir} is not a directory", file=sys.stderr)
+        return 2
+    data_dir = Path(tempfile.mkdtemp(prefix="daq-bench-", dir=args.data_dir))
+    started = time.monotonic()
+    try:
+        measurements = run(args, data_dir)
+    except BenchError as exc:
+        print(f"daq-bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    summaries = summarize(measurements)
+    print(table(summaries))
+    lost = sum(s.lost for s in summaries)
+    print(f"\n{len(measurements)} runs in {time.monotonic() - started:.0f} s; lost frames: {lost}")
+    if args.json:
+        meta = {
+            "machine": platform.node(),
+            "python": platform.python_version(),
+            "argv": sys.argv[1:],
+        }
+        args.json.write_text(to_json(summaries, measurements, meta))
+    if args.plot:
+        plot(summaries, args.plot)
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

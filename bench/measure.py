@@ -1,0 +1,240 @@
+"""One measurement each: the full receiver, the bare ZeroMQ sink, the bare sequential write.
+
+The receiver and the generator run as separate processes on 127.0.0.1, as in
+production; the receiver's own series timing (header to file closed) gives
+the rate, its ``/status`` the frame counts, ``/proc`` its peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+BIN = Path(sys.executable).parent
+DISTINCT_FRAMES = 4
+
+
+class BenchError(RuntimeError):
+    """A run failed; the message names the process and points at its output."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One frame size: raw uint16 frames of ``shape``, ``frames`` of them per run."""
+
+    label: str
+    shape: tuple[int, int]
+    frames: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.shape[0] * self.shape[1] * 2
+
+
+@dataclass(frozen=True)
+class Measurement:
+    kind: str
+    case: str
+    frame_bytes: int
+    frames: int
+    seconds: float
+    workers: int = 0
+    io_threads: int = 1
+    write: bool = True
+    lost: int = 0
+    peak_rss: int = 0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.frames_per_s * self.frame_bytes / 1e9
+
+
+def parse_size(text: str) -> int:
+    """``20kB``, ``2MB``, ``1.5GB`` or plain bytes (decimal units, as the paper uses)."""
+    units = {"gb": 10**9, "mb": 10**6, "kb": 10**3, "b": 1}
+    lowered = text.strip().lower()
+    for unit, factor in units.items():
+        if lowered.endswith(unit):
+            return round(float(lowered[: -len(unit)]) * factor)
+    return int(lowered)
+
+
+def make_case(size_text: str, target_bytes: int, min_frames: int, max_frames: int) -> Case:
+    """A near-square uint16 frame of the asked size and enough frames to last a while."""
+    pixels = max(1, parse_size(size_text) // 2)
+    height = max(1, math.isqrt(pixels))
+    width = max(1, pixels // height)
+    frame_bytes = height * width * 2
+    frames = min(max_frames, max(min_frames, target_bytes // frame_bytes))
+    return Case(size_text, (height, width), frames)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _generator(endpoint: str, case: Case, filename: str) -> subprocess.Popen:
+    args = [
+        str(BIN / "daq-generator"),
+        "--bind", endpoint,
+        "--frames", str(case.frames),
+        "--shape", *map(str, case.shape),
+        "--dtype", "uint16",
+        "--distinct-frames", str(DISTINCT_FRAMES),
+        "--filename", filename,
+        "--timeout", "120",
+        "--log-level", "WARNING",
+    ]  # fmt: skip
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc: subprocess.Popen, name: str, timeout: float = 300) -> str:
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        raise BenchError(f"{name} did not finish in {timeout:.0f} s: {output[-500:]}") from None
+    if proc.returncode != 0:
+        raise BenchError(f"{name} failed (exit {proc.returncode}): {output[-500:]}")
+    return output
+
+
+def measure_sink(case: Case, io_threads: int) -> Measurement:
+    """The bare ZeroMQ PULL sink receiving the same generator's stream."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    messages = case.frames + 2
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "bench.sink", endpoint, str(messages), str(io_threads)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    generator = _generator(endpoint, case, "")
+    _finish(generator, "daq-generator")
+    result = json.loads(_finish(sink, "the ZeroMQ sink").strip().splitlines()[-1])
+    return Measurement("sink", case.label, case.frame_bytes, case.frames, result["seconds"])
+
+
+def measure_write(case: Case, data_dir: Path) -> Measurement:
+    """The bare sequential write of the same bytes, one write per frame, file closed at the end."""
+    path = data_dir / "baseline.bin"
+    buffer = os.urandom(case.frame_bytes)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        for _ in range(case.frames):
+            os.write(fd, buffer)
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return Measurement("write", case.label, case.frame_bytes, case.frames, seconds)
+
+
+class ReceiverProcess:
+    """A ``stream-receiver`` process kept for several runs of one configuration."""
+
+    def __init__(self, workers: int, io_threads: int, write: bool, data_dir: Path) -> None:
+        self.workers, self.io_threads, self.write = workers, io_threads, write
+        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self._data_dir = data_dir
+        self._series = 0
+        self._log = (data_dir / f"receiver-{workers}w-{io_threads}io-{write}.log").open("w")
+        args = [
+            str(BIN / "stream-receiver"),
+            "--connect", self.endpoint,
+            "--http", self.url.removeprefix("http://"),
+            "--data-root", str(data_dir),
+            "--workers", str(workers),
+            "--io-threads", str(io_threads),
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+        if not write:
+            args.append("--no-write")
+        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise BenchError(f"stream-receiver exited; see {self._log.name}")
+            try:
+                requests.get(f"{self.url}/status", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise BenchError("stream-receiver did not start within 60 s")
+
+    def _status(self) -> dict:
+        return requests.get(f"{self.url}/status", timeout=5).json()
+
+    def measure(self, case: Case) -> Measurement:
+        self._reset_peak_memory()
+        self._series += 1
+        filename = f"bench_{self._series:04d}.h5"
+        _finish(_generator(self.endpoint, case, filename), "daq-generator")
+        status = self._wait_series_closed()
+        last = status["last_series"]
+        if status["state"] != "idle":
+            raise BenchError(f"the receiver reports {status['state']}: {status['error']}")
+        stored = last["frames_written"] if self.write else status["frames_received"]
+        (self._data_dir / filename).unlink(missing_ok=True)
+        return Measurement(
+            "receiver",
+            case.label,
+            case.frame_bytes,
+            case.frames,
+            last["finished"] - last["started"],
+            self.workers,
+            self.io_threads,
+            self.write,
+            lost=case.frames - stored,
+            peak_rss=self._peak_memory(),
+        )
+
+    def _wait_series_closed(self) -> dict:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            status = self._status()
+            if status["series_count"] >= self._series and not status["series_open"]:
+                return status
+            time.sleep(0.05)
+        raise BenchError("the receiver did not close the series within 300 s")
+
+    def _reset_peak_memory(self) -> None:
+        with open(f"/proc/{self._proc.pid}/clear_refs", "w") as clear:
+            clear.write("5")
+
+    def _peak_memory(self) -> int:
+        with open(f"/proc/{self._proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def close(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._log.close()

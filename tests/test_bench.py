@@ -1,0 +1,68 @@
+"""daq-bench runs end to end on a small series and reports no lost frames."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from bench.measure import make_case, parse_size
+from tests.helpers import VENV_BIN
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("20kB", 20_000), ("2MB", 2_000_000), ("1.5GB", 1_500_000_000), ("4096", 4096)],
+)
+def test_sizes_are_decimal_like_the_paper(text, expected):
+    assert parse_size(text) == expected
+
+
+def test_cases_are_near_square_frames_of_the_asked_size():
+    case = make_case("200kB", target_bytes=10**9, min_frames=10, max_frames=1000)
+    assert abs(case.frame_bytes - 200_000) < 1000
+    assert case.frames == 1000
+    assert make_case("20MB", 10**8, 10, 1000).frames == 10
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_quick_bench_reports_zero_lost_frames(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "daq-bench"),
+            "--quick",
+            "--sizes",
+            "20kB",
+            "200kB",
+            "--workers",
+            "1",
+            "2",
+            "--bytes-per-run",
+            "0.01",
+            "--data-dir",
+            str(tmp_path),
+            "--json",
+            str(out),
+            "--plot",
+            str(tmp_path / "bench.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "lost frames: 0" in result.stdout
+    assert "receiver write 2w 1io" in result.stdout
+    report = json.loads(out.read_text())
+    receivers = [row for row in report["summary"] if row["kind"] == "receiver"]
+    assert len(receivers) == 2 * 2 * 2
+    assert all(
+        row["lost"] == 0 and row["frames_per_s"] > 0 and row["ratio"] > 0 for row in receivers
+    )
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("daq-bench-")] == []
