@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ from receiver.protocols import PARSERS
 from receiver.receiver import Receiver
 
 logger = logging.getLogger("stream-receiver")
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"stream-receiver: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    # Blocked before any thread exists, so every thread inherits the mask and
+    # the signal is taken by sigwait below instead of landing in a thread
+    # that cannot act on it. The default disposition first: a shell starts
+    # background jobs with SIGINT ignored, and an ignored signal never arrives.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         receiver = Receiver(config)
     except zmq.ZMQError as exc:
@@ -110,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         config.data_root.resolve(),
         receiver.forward_endpoint or "nobody",
     )
-    stop.wait()
-    logger.info("stopping")
+    signum = signal.sigwait(STOP_SIGNALS)
+    logger.info("stopping on %s", signal.Signals(signum).name)
     api.stop()
     receiver.stop()
     return 0

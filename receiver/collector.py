@@ -16,6 +16,7 @@ from receiver.state import RateMeter
 from receiver.writer import SeriesWriter
 
 POLL_S = 0.2
+MAX_BATCH = 256
 
 
 class Collector(threading.Thread):
@@ -26,11 +27,13 @@ class Collector(threading.Thread):
         reorderer: Reorderer[Message | Malformed],
         writer: SeriesWriter,
         forwarder: Forwarder | None,
+        batch_bytes: int,
     ) -> None:
         super().__init__(name="collector", daemon=True)
         self._reorderer = reorderer
         self._writer = writer
         self._forwarder = forwarder
+        self._batch_bytes = batch_bytes
         self._stopping = threading.Event()
         self.received_frames = 0
         self.total_frames = 0
@@ -41,19 +44,33 @@ class Collector(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
+        limit = MAX_BATCH
         while not self._stopping.is_set():
-            item = self._reorderer.get(POLL_S)
-            if item is not None:
-                self._dispatch(item)
+            batch = self._reorderer.get_batch(POLL_S, limit)
+            if batch:
+                limit = self._dispatch(batch)
 
-    def _dispatch(self, item: Message | Malformed | Gap | Stale) -> None:
-        if isinstance(item, Image):
-            self.received_frames += 1
-            self.total_frames += 1
-            self.last_frame = item
-            self.rate.add(len(item.data))
-        elif isinstance(item, SeriesStart):
-            self.received_frames = 0
-        self._writer.submit(item)
-        if self._forwarder is not None and not isinstance(item, Malformed | Gap | Stale):
-            self._forwarder.forward(item)
+    def _dispatch(self, batch: list[Message | Malformed | Gap | Stale]) -> int:
+        """Count, hand the batch on, and return the size of the next batch.
+
+        Batches are sized so that one holds about ``batch_bytes`` of frames: many
+        small frames per hand-over, few large ones, memory bounded either way.
+        """
+        frame_bytes = 0
+        for item in batch:
+            if isinstance(item, Image):
+                frame_bytes = len(item.data)
+                self.received_frames += 1
+                self.total_frames += 1
+                self.last_frame = item
+                self.rate.add(frame_bytes)
+            elif isinstance(item, SeriesStart):
+                self.received_frames = 0
+        self._writer.submit(batch)
+        if self._forwarder is not None:
+            for item in batch:
+                if not isinstance(item, Malformed | Gap | Stale):
+                    self._forwarder.forward(item)
+        if not frame_bytes:
+            return MAX_BATCH
+        return max(1, min(MAX_BATCH, self._batch_bytes // frame_bytes))

@@ -18,6 +18,8 @@ from pydantic import (
 
 from receiver.protocols import PARSERS
 
+SHARED_RCVHWM = 16
+
 Endpoint = Annotated[str, Field(pattern=r"^(tcp|ipc|inproc)://\S+$")]
 
 
@@ -38,7 +40,12 @@ class ReceiverConfig(BaseModel):
     protocol: str = Field(default="stins", description="wire protocol of the stream")
     workers: int = Field(default=2, ge=1, le=64, description="parallel receiving threads")
     io_threads: int = Field(default=1, ge=1, le=16, description="ZeroMQ I/O threads")
-    rcvhwm: int = Field(default=4, ge=1, description="ZeroMQ receive high-water mark per worker")
+    rcvhwm: int | None = Field(
+        default=None,
+        ge=1,
+        description="messages ZeroMQ may queue per worker (default: 16 shared by the workers, "
+        "at least 2 each); with the frame size this sets the memory a slow writer can fill",
+    )
     forward: Endpoint | None = Field(
         default=None, description="endpoint the forwarder binds its PUSH socket to"
     )
@@ -59,9 +66,15 @@ class ReceiverConfig(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="name of the NXdetector group: /entry/instrument/<name>/data",
     )
-    writer_queue: int = Field(default=4, ge=1, description="messages queued for the writer")
-    reorder_window: int | None = Field(
-        default=None, ge=1, description="messages held for reordering (default 2 per worker + 2)"
+    writer_queue: int = Field(default=2, ge=1, description="batches queued for the writer")
+    batch_bytes: int = Field(
+        default=32 * 1024**2,
+        ge=1,
+        description="bytes of frames handed on at once between threads (at least one frame)",
+    )
+    reorder_window: int = Field(default=1024, ge=1, description="messages held for reordering")
+    reorder_bytes: int = Field(
+        default=64 * 1024**2, ge=1, description="bytes of frames held for reordering"
     )
     gap_timeout: float = Field(
         default=2.0, gt=0, description="seconds to wait for a missing message before skipping it"
@@ -79,6 +92,10 @@ class ReceiverConfig(BaseModel):
             raise ValueError(f"unknown protocol {value!r}; known: {', '.join(sorted(PARSERS))}")
         return value
 
+    @property
+    def worker_rcvhwm(self) -> int:
+        return self.rcvhwm or max(2, SHARED_RCVHWM // self.workers)
+
     @model_validator(mode="after")
     def _data_root_exists(self) -> ReceiverConfig:
         if self.write and not self.data_root.is_dir():
@@ -86,10 +103,6 @@ class ReceiverConfig(BaseModel):
                 f"data root {self.data_root} is not a directory; create it or pass --data-root"
             )
         return self
-
-    @property
-    def window(self) -> int:
-        return self.reorder_window or 2 * self.workers + 2
 
 
 def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ReceiverConfig:

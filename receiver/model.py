@@ -7,6 +7,7 @@ forwarder consume them. ``seq`` is the position of the message in its stream
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ class Image:
     @property
     def nbytes(self) -> int:
         """Size of the decompressed frame in bytes."""
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 @dataclass(slots=True)

@@ -44,9 +44,11 @@ class NexusFile:
     def __init__(self, h5: h5py.File, detector: h5py.Group) -> None:
         self._h5 = h5
         self.path = Path(h5.filename)
+        self.directory = self.path.parent
         self._detector = detector
         self._data: h5py.Dataset | None = None
         self._layout: tuple[tuple[int, ...], np.dtype, str] | None = None
+        self._chunk_origin: tuple[int, ...] = ()
         self._numbers = np.full(0, -1, dtype=np.int64)
         self._discarded: list[int] = []
         self._highest = -1
@@ -85,10 +87,11 @@ class NexusFile:
                 f"{dtype.name}, {compression}; it was not stored"
             )
         index = image.frame - bisect.bisect_left(self._discarded, image.frame)
-        self._reserve(index)
+        if index >= len(self._numbers):
+            self._reserve(index)
         if self._numbers[index] != -1:
             raise FrameRejectedError(f"frame {image.frame} arrived twice; the first one is kept")
-        self._data.id.write_direct_chunk((index,) + (0,) * len(image.shape), image.data)
+        self._data.id.write_direct_chunk((index, *self._chunk_origin), image.data)
         self._numbers[index] = image.frame
         self._highest = max(self._highest, index)
         self.frames_written += 1
@@ -154,16 +157,15 @@ class NexusFile:
             **filters,
         )
         self._layout = (shape, dtype, compression)
+        self._chunk_origin = (0,) * len(shape)
         nxdata = self._h5["entry"].create_group("data")
         nxdata.attrs["NX_class"] = "NXdata"
         nxdata.attrs["signal"] = "data"
         nxdata["data"] = h5py.SoftLink(self._data.name)
 
     def _reserve(self, index: int) -> None:
-        capacity = self._data.shape[0]
-        if index < capacity:
-            return
-        new_capacity = max(index + 1, 2 * capacity, 16)
+        """Grow the dataset (and the frame-number list) to hold ``index``, by doubling."""
+        new_capacity = max(index + 1, 2 * len(self._numbers), 16)
         self._data.resize(new_capacity, axis=0)
         grown = np.full(new_capacity, -1, dtype=np.int64)
         grown[: len(self._numbers)] = self._numbers

@@ -37,7 +37,7 @@ class Receiver:
         self._downsample = 1
         self._context = zmq.Context(io_threads=config.io_threads)
         self._reorderer: Reorderer[Message | Malformed] = Reorderer(
-            config.window, config.gap_timeout
+            config.reorder_window, config.gap_timeout, config.reorder_bytes
         )
         self._writer = SeriesWriter(config, self.board, self._unreadable)
         self._forwarder = (
@@ -47,14 +47,17 @@ class Receiver:
             if config.forward
             else None
         )
-        self._collector = Collector(self._reorderer, self._writer, self._forwarder)
+        self._collector = Collector(
+            self._reorderer, self._writer, self._forwarder, config.batch_bytes
+        )
         parse = PARSERS[config.protocol]
         self._workers = [
             Worker(
                 i,
                 self._context,
                 config.connect,
-                config.rcvhwm,
+                config.worker_rcvhwm,
+                config.batch_bytes,
                 parse,
                 self._reorderer,
                 self._report_unreadable,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -51,50 +52,83 @@ class Stale:
 class Reorderer(Generic[T]):
     """A bounded buffer that releases items in ``seq`` order (see module docstring)."""
 
-    def __init__(self, window: int, gap_timeout: float) -> None:
+    def __init__(self, window: int, gap_timeout: float, window_bytes: int | None = None) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
         self._window = window
+        self._window_bytes = window_bytes
+        self._pending_bytes = 0
         self._gap_timeout = gap_timeout
-        self._cond = threading.Condition()
-        self._pending: dict[int, tuple[T, bool]] = {}
+        self._lock = threading.Lock()
+        self._can_get = threading.Condition(self._lock)
+        self._can_put = threading.Condition(self._lock)
+        self._pending: dict[int, tuple[T, bool, int]] = {}
         self._next: int | None = None
         self._closed = False
         self._stalled_since: float | None = None
         self._stale = 0
 
-    def put(self, seq: int, item: T, is_header: bool = False) -> None:
-        """Add an item; blocks while the window is full and the item is not the one needed."""
-        with self._cond:
-            while not self._closed and not (
-                is_header or seq == self._next or len(self._pending) < self._window
-            ):
-                self._cond.wait()
-            if seq in self._pending:
-                self._stale += 1
-            self._pending[seq] = (item, is_header)
-            self._cond.notify_all()
+    def put(self, seq: int, item: T, is_header: bool = False, nbytes: int = 0) -> None:
+        """Add one item (see :meth:`put_many`)."""
+        self.put_many([(seq, item, is_header, nbytes)])
+
+    def put_many(self, entries: Sequence[tuple[int, T, bool, int]]) -> None:
+        """Add ``(seq, item, is_header, nbytes)`` entries under one lock acquisition.
+
+        Blocks while the window (items, and bytes if bounded) is full and the
+        entry is not the one needed; the collector is told about what was
+        added so far before waiting.
+        """
+        with self._lock:
+            for seq, item, is_header, nbytes in entries:
+                while not (self._closed or is_header or seq == self._next or self._fits(nbytes)):
+                    self._can_get.notify()
+                    self._can_put.wait()
+                if seq in self._pending:
+                    self._stale += 1
+                    self._pending_bytes -= self._pending[seq][2]
+                self._pending[seq] = (item, is_header, nbytes)
+                self._pending_bytes += nbytes
+            self._can_get.notify()
+
+    def _fits(self, nbytes: int) -> bool:
+        if len(self._pending) >= self._window:
+            return False
+        return self._window_bytes is None or self._pending_bytes + nbytes <= self._window_bytes
 
     def close(self) -> None:
-        """Wake everyone up; ``get`` returns None and ``put`` stops blocking."""
-        with self._cond:
+        """Wake everyone up; ``get`` returns nothing and ``put`` stops blocking."""
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            self._can_get.notify_all()
+            self._can_put.notify_all()
 
     def get(self, timeout: float) -> T | Gap | Stale | None:
         """The next item in order, a :class:`Gap` or :class:`Stale` report, or None on timeout."""
+        batch = self.get_batch(timeout, 1)
+        return batch[0] if batch else None
+
+    def get_batch(self, timeout: float, limit: int) -> list[T | Gap | Stale]:
+        """Up to ``limit`` consecutive items (and reports) in order; empty on timeout or close.
+
+        Taking what is ready in one go costs one wake-up per batch instead of
+        one per message when the stream is fast; a slow stream gives batches
+        of one, so nothing waits for a batch to fill.
+        """
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while not self._closed:
-                ready = self._take_next()
-                if ready is not None:
-                    self._cond.notify_all()
-                    return ready
+                batch: list[T | Gap | Stale] = []
+                while len(batch) < limit and (ready := self._take_next()) is not None:
+                    batch.append(ready)
+                if batch:
+                    self._can_put.notify_all()
+                    return batch
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return None
-                self._cond.wait(min(remaining, self._gap_wait()))
-            return None
+                    return []
+                self._can_get.wait(min(remaining, self._gap_wait()))
+            return []
 
     def _gap_wait(self) -> float:
         if self._stalled_since is None:
@@ -139,7 +173,7 @@ class Reorderer(Generic[T]):
         """The lowest pending header that starts a new numbering, if any."""
         headers = [
             seq
-            for seq, (_, is_header) in self._pending.items()
+            for seq, (_, is_header, _) in self._pending.items()
             if is_header and (self._next is None or seq < self._next)
         ]
         return min(headers) if headers else None
@@ -163,11 +197,12 @@ class Reorderer(Generic[T]):
 
     def _drop(self, seqs: list[int]) -> Stale:
         for seq in seqs:
-            del self._pending[seq]
+            self._pending_bytes -= self._pending.pop(seq)[2]
         return Stale(len(seqs))
 
     def _release(self, seq: int) -> T:
-        item, _ = self._pending.pop(seq)
+        item, _, nbytes = self._pending.pop(seq)
+        self._pending_bytes -= nbytes
         self._next = seq + 1
         self._stalled_since = None
         return item

@@ -13,14 +13,17 @@ from collections.abc import Callable
 
 import zmq
 
-from receiver.model import Malformed, Message, SeriesStart
+from receiver.model import Image, Malformed, Message, SeriesStart
 from receiver.protocols import Parser
 from receiver.protocols.errors import MalformedMessage
 from receiver.reorder import Reorderer
 
 logger = logging.getLogger(__name__)
 
+Entry = tuple[int, Message | Malformed, bool, int]
+
 POLL_MS = 200
+BATCH = 256
 
 
 class Worker(threading.Thread):
@@ -32,6 +35,7 @@ class Worker(threading.Thread):
         context: zmq.Context,
         endpoints: list[str],
         rcvhwm: int,
+        batch_bytes: int,
         parse: Parser,
         reorderer: Reorderer[Message | Malformed],
         on_unreadable: Callable[[str], None],
@@ -44,6 +48,7 @@ class Worker(threading.Thread):
         for endpoint in endpoints:
             self._socket.connect(endpoint)
         self._parse = parse
+        self._batch_bytes = batch_bytes
         self._reorderer = reorderer
         self._on_unreadable = on_unreadable
         self._stopping = threading.Event()
@@ -59,11 +64,34 @@ class Worker(threading.Thread):
                     frames = self._socket.recv_multipart(copy=False)
                 except zmq.Again:
                     continue
-                self._handle([frames[0].bytes, *(f.buffer for f in frames[1:])])
+                self._reorderer.put_many(self._drain(frames))
         finally:
             self._socket.close()
 
-    def _handle(self, parts: list) -> None:
+    def _drain(self, first: list[zmq.Frame]) -> list[Entry]:
+        """Parse ``first`` and whatever else is already waiting, up to BATCH messages or bytes.
+
+        Handing a batch to the reorderer costs one lock and one wake-up for all
+        of them; when messages come slowly the batch is just ``first``.
+        """
+        entries = []
+        nbytes = 0
+        frames: list[zmq.Frame] | None = first
+        while frames is not None:
+            entry = self._entry(frames)
+            if entry is not None:
+                entries.append(entry)
+                nbytes += entry[3]
+            if len(entries) >= BATCH or nbytes >= self._batch_bytes:
+                break
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                frames = None
+        return entries
+
+    def _entry(self, frames: list[zmq.Frame]) -> Entry | None:
+        parts = [frames[0].bytes, *(f.buffer for f in frames[1:])]
         try:
             message = self._parse(parts)
         except MalformedMessage as exc:
@@ -71,7 +99,7 @@ class Worker(threading.Thread):
                 self.unreadable_count += 1
                 logger.warning("unreadable message skipped: %s", exc.reason)
                 self._on_unreadable(exc.reason)
-                return
-            self._reorderer.put(exc.seq, Malformed(exc.seq, exc.reason))
-            return
-        self._reorderer.put(message.seq, message, isinstance(message, SeriesStart))
+                return None
+            return exc.seq, Malformed(exc.seq, exc.reason), False, 0
+        nbytes = len(message.data) if isinstance(message, Image) else 0
+        return message.seq, message, isinstance(message, SeriesStart), nbytes

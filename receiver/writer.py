@@ -45,8 +45,9 @@ class SeriesWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, item: WriterItem) -> None:
-        self._queue.put(item)
+    def submit(self, batch: list[WriterItem]) -> None:
+        """Queue a batch of ordered messages; blocks while the queue is full (push-back)."""
+        self._queue.put(batch)
 
     def stop(self) -> None:
         """Finish what is queued, close an open file, end the thread."""
@@ -54,15 +55,13 @@ class SeriesWriter:
         self._thread.join()
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            try:
-                self._handle(item)
-            except Exception as exc:
-                logger.exception("writer failed on %r", type(item).__name__)
-                self._board.fail(f"internal writer error: {exc}")
+        while (batch := self._queue.get()) is not _STOP:
+            for item in batch:
+                try:
+                    self._handle(item)
+                except Exception as exc:
+                    logger.exception("writer failed on %r", type(item).__name__)
+                    self._board.fail(f"internal writer error: {exc}")
         if self._series_open:
             self._finish("the receiver stopped before series_end")
 
@@ -129,7 +128,7 @@ class SeriesWriter:
                 self._file.discard(image.frame)
                 series.frames_discarded += 1
                 return
-            self._check_space(self._file.path.parent, image.nbytes)
+            self._check_space(self._file.directory, image.nbytes)
             self._file.write(image)
         except FrameRejectedError as exc:
             series.frames_rejected += 1

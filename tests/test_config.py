@@ -24,7 +24,6 @@ def test_toml_file_with_flag_overrides(tmp_path: Path) -> None:
     assert config.connect == ["tcp://dcu:9999"]
     assert config.workers == 8
     assert config.detector_name == "eiger"
-    assert config.window == 18
 
 
 def test_json_file(tmp_path: Path) -> None:

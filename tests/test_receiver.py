@@ -338,7 +338,7 @@ def test_a_stalled_writer_pushes_back_on_the_sender_and_loses_nothing(
     h5py serialises every call on its global lock; holding it stalls the
     writer exactly as a slow disk would, while the workers keep receiving.
     """
-    receiver = start_receiver(workers=2, rcvhwm=2, writer_queue=4)
+    receiver = start_receiver(workers=2, rcvhwm=2, writer_queue=2, batch_bytes=4 * 2**20)
     big, total = (512, 512), 200
 
     def pixels(k: int) -> np.ndarray:
@@ -359,7 +359,9 @@ def test_a_stalled_writer_pushes_back_on_the_sender_and_loses_nothing(
         held = receiver.received_frames
 
     assert accepted < total, "the sender was never pushed back"
-    assert held <= receiver.config.writer_queue + 2
+    frame_bytes = big[0] * big[1] * 4
+    batch = receiver.config.batch_bytes // frame_bytes
+    assert held <= (receiver.config.writer_queue + 2) * batch
     for k in range(accepted, total):
         stream.send(stins.encode_image(stream.msg_number, k, pixels(k).tobytes(), big, "uint32"))
     stream.end()
