@@ -115,8 +115,18 @@ def _finish(proc: subprocess.Popen, name: str, timeout: float = 300) -> str:
     return output
 
 
+def settle() -> None:
+    """Flush dirty pages so that every run starts with the same page-cache state.
+
+    Without it a run pays for the write-back of the one before, and the
+    figures depend on the order of the runs more than on what they measure.
+    """
+    os.sync()
+
+
 def measure_sink(case: Case, io_threads: int) -> Measurement:
     """The bare ZeroMQ PULL sink receiving the same generator's stream."""
+    settle()
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     messages = case.frames + 2
     sink = subprocess.Popen(
@@ -135,6 +145,7 @@ def measure_write(case: Case, data_dir: Path) -> Measurement:
     """The bare sequential write of the same bytes, one write per frame, file closed at the end."""
     path = data_dir / "baseline.bin"
     buffer = os.urandom(case.frame_bytes)
+    settle()
     start = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -187,6 +198,7 @@ class ReceiverProcess:
         return requests.get(f"{self.url}/status", timeout=5).json()
 
     def measure(self, case: Case) -> Measurement:
+        settle()
         self._reset_peak_memory()
         self._series += 1
         filename = f"bench_{self._series:04d}.h5"
