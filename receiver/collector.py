@@ -63,7 +63,7 @@ class Collector(threading.Thread):
                 self.received_frames += 1
                 self.total_frames += 1
                 self.last_frame = item
-                self.rate.add(frame_bytes)
+                self.rate.add(1, frame_bytes)
             elif isinstance(item, SeriesStart):
                 self.received_frames = 0
         self._writer.submit(batch)

@@ -79,6 +79,12 @@ class ReceiverConfig(BaseModel):
     gap_timeout: float = Field(
         default=2.0, gt=0, description="seconds to wait for a missing message before skipping it"
     )
+    switch_interval_s: float = Field(
+        default=0.0005,
+        gt=0,
+        description="Python's thread switch interval, set for the whole process at start: "
+        "the writer gets the GIL back quickly after each batch while the workers are busy",
+    )
     min_free_bytes: int = Field(
         default=256 * 1024**2,
         ge=0,

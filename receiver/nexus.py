@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from receiver.model import Image
+from receiver.chunk_io import ChunkWriteError, write_chunks
+from receiver.model import Buffer, Image
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,6 @@ class NexusFile:
         self._detector = detector
         self._data: h5py.Dataset | None = None
         self._layout: tuple[tuple[int, ...], np.dtype, str] | None = None
-        self._chunk_origin: tuple[int, ...] = ()
         self._numbers = np.full(0, -1, dtype=np.int64)
         self._discarded: list[int] = []
         self._highest = -1
@@ -75,7 +76,43 @@ class NexusFile:
         return cls(h5, detector)
 
     def write(self, image: Image) -> None:
-        """Store ``image`` at the index of its frame number (minus discarded frames below it)."""
+        """Store one frame (see :meth:`write_many`); raise if it is refused."""
+        refused = self.write_many([image])
+        if refused:
+            raise refused[0]
+
+    def write_many(self, images: Sequence[Image]) -> list[FrameRejectedError]:
+        """Store frames at the index of their frame number (minus discarded frames below it).
+
+        All accepted frames go to HDF5 in one batch; the refused ones are
+        returned, not stored. An I/O error raises :class:`ChunkWriteError`
+        after recording what was written before it.
+        """
+        refused: list[FrameRejectedError] = []
+        indices: list[int] = []
+        blobs: list[Buffer] = []
+        for image in images:
+            try:
+                index = self._place(image)
+            except FrameRejectedError as exc:
+                refused.append(exc)
+                continue
+            self._numbers[index] = image.frame
+            indices.append(index)
+            blobs.append(image.data)
+        try:
+            write_chunks(self._data, indices, blobs)
+        except ChunkWriteError as exc:
+            self._numbers[indices[exc.written :]] = -1
+            indices = indices[: exc.written]
+            raise
+        finally:
+            self.frames_written += len(indices)
+            self._highest = max(self._highest, *indices, -1)
+        return refused
+
+    def _place(self, image: Image) -> int:
+        """The index where ``image`` goes, once its layout and number are checked."""
         layout = (image.shape, image.dtype, image.compression)
         if self._data is None:
             self._create_dataset(*layout)
@@ -91,10 +128,7 @@ class NexusFile:
             self._reserve(index)
         if self._numbers[index] != -1:
             raise FrameRejectedError(f"frame {image.frame} arrived twice; the first one is kept")
-        self._data.id.write_direct_chunk((index, *self._chunk_origin), image.data)
-        self._numbers[index] = image.frame
-        self._highest = max(self._highest, index)
-        self.frames_written += 1
+        return index
 
     def discard(self, frame: int) -> None:
         """Note a frame that takes no place in the file."""
@@ -157,7 +191,6 @@ class NexusFile:
             **filters,
         )
         self._layout = (shape, dtype, compression)
-        self._chunk_origin = (0,) * len(shape)
         nxdata = self._h5["entry"].create_group("data")
         nxdata.attrs["NX_class"] = "NXdata"
         nxdata.attrs["signal"] = "data"

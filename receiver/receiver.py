@@ -7,6 +7,7 @@ it is also what the HTTP API views.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import deque
 from typing import Any
 
@@ -70,6 +71,7 @@ class Receiver:
         return self._forwarder.endpoint if self._forwarder else None
 
     def start(self) -> None:
+        sys.setswitchinterval(self.config.switch_interval_s)
         self._writer.start()
         if self._forwarder is not None:
             self._forwarder.start()

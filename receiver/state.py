@@ -125,8 +125,8 @@ class RateMeter:
         self.frames_per_s = 0.0
         self.bytes_per_s = 0.0
 
-    def add(self, nbytes: int) -> None:
-        self._frames += 1
+    def add(self, frames: int, nbytes: int) -> None:
+        self._frames += frames
         self._bytes += nbytes
         now = time.monotonic()
         if now - self._t0 >= self._period:

@@ -12,7 +12,9 @@ import queue
 import shutil
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from receiver.config import ReceiverConfig
 from receiver.model import Image, Malformed, SeriesEnd, SeriesStart
@@ -23,6 +25,7 @@ from receiver.state import RateMeter, StatusBoard
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 WriterItem = SeriesStart | Image | SeriesEnd | Malformed | Gap | Stale
 _STOP = object()
 SPACE_CHECK_BYTES = 64 * 1024**2
@@ -56,14 +59,48 @@ class SeriesWriter:
 
     def _run(self) -> None:
         while (batch := self._queue.get()) is not _STOP:
+            run: list[Image] = []
             for item in batch:
-                try:
-                    self._handle(item)
-                except Exception as exc:
-                    logger.exception("writer failed on %r", type(item).__name__)
-                    self._board.fail(f"internal writer error: {exc}")
+                if isinstance(item, Image) and not item.discard and self._file is not None:
+                    run.append(item)
+                    continue
+                self._guarded(self._store, run)
+                run = []
+                self._guarded(self._handle, item)
+            self._guarded(self._store, run)
         if self._series_open:
             self._finish("the receiver stopped before series_end")
+
+    def _guarded(self, action: Callable[[T], None], argument: T) -> None:
+        """Run one step; an unforeseen failure becomes the error state, never the thread's end."""
+        try:
+            action(argument)
+        except Exception as exc:
+            logger.exception("writer failed in %s", action.__name__)
+            self._board.fail(f"internal writer error: {exc}")
+
+    def _store(self, run: list[Image]) -> None:
+        """Write consecutive frames of the open file as one batch."""
+        if not run:
+            return
+        series = self._board.series
+        file = self._file
+        before = file.frames_written
+        try:
+            self._check_space(file.directory, sum(image.nbytes for image in run))
+            refused = file.write_many(run)
+        except OSError as exc:
+            series.frames_written = file.frames_written
+            series.frames_rejected += len(run) - (file.frames_written - before)
+            self._abandon(
+                f"writing frames {run[0].frame}..{run[-1].frame} to {file.path} failed: {exc}"
+            )
+            return
+        for problem in refused:
+            series.frames_rejected += 1
+            self._board.fail(str(problem))
+        series.frames_written = file.frames_written
+        self.rate.add(len(run) - len(refused), sum(len(image.data) for image in run))
 
     def _handle(self, item: object) -> None:
         match item:
@@ -112,6 +149,7 @@ class SeriesWriter:
             return None, f"cannot create {header.filename!r} in {self._config.data_root}: {exc}"
 
     def _image(self, image: Image) -> None:
+        """A frame that is not part of a batch write: outside a series, discarded, or no file."""
         series = self._board.series
         if not self._series_open:
             series.frames_rejected += 1
@@ -124,22 +162,12 @@ class SeriesWriter:
                 series.frames_rejected += 1
             return
         try:
-            if image.discard:
-                self._file.discard(image.frame)
-                series.frames_discarded += 1
-                return
-            self._check_space(self._file.directory, image.nbytes)
-            self._file.write(image)
+            self._file.discard(image.frame)
         except FrameRejectedError as exc:
             series.frames_rejected += 1
             self._board.fail(str(exc))
             return
-        except OSError as exc:
-            series.frames_rejected += 1
-            self._abandon(f"writing frame {image.frame} to {self._file.path} failed: {exc}")
-            return
-        series.frames_written = self._file.frames_written
-        self.rate.add(len(image.data))
+        series.frames_discarded += 1
 
     def _check_space(self, directory: Path, nbytes: int) -> None:
         """Raise OSError while there is still room to close the file cleanly."""

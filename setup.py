@@ -1,0 +1,5 @@
+"""Only for the compiled part; all metadata lives in pyproject.toml."""
+
+from setuptools import setup
+
+setup(cffi_modules=["receiver/_chunks_build.py:ffibuilder"])
