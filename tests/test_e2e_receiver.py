@@ -91,6 +91,16 @@ def start_receiver(processes: Processes, data_root: Path, workers: int) -> tuple
     return url, stream_port, forward_port
 
 
+def series_closed(url: str, series: int) -> dict:
+    """Wait until the receiver has closed its ``series``-th series; return its status."""
+
+    def closed() -> dict | None:
+        status = httpx.get(f"{url}/status").json()
+        return status if status["series_count"] >= series and not status["series_open"] else None
+
+    return wait_until(closed, 30, f"series {series} to be closed")
+
+
 @pytest.mark.parametrize("workers", [1, 4])
 @pytest.mark.parametrize("compression", ["none", "bslz4"])
 @pytest.mark.parametrize("out_of_order", [False, True], ids=["in-order", "out-of-order"])
@@ -115,15 +125,7 @@ def test_generator_to_receiver_to_hdf5(processes, tmp_path, workers, compression
     generator = processes.start("daq-generator", *args)
 
     assert generator.wait(timeout=60) == 0, processes.output(generator)
-    status = wait_until(
-        lambda: (
-            (s := httpx.get(f"{url}/status").json())["series_count"] == 1
-            and not s["series_open"]
-            and s
-        ),
-        30,
-        "the series to be closed",
-    )
+    status = series_closed(url, 1)
     recorder.done.set()
     recorder.join()
     consumer.join(timeout=30)
@@ -177,15 +179,7 @@ def test_refused_path_then_next_series(processes, tmp_path):
         "--shape", "8", "8", "--filename", "ok.h5",
     )  # fmt: skip
     assert good.wait(timeout=60) == 0, processes.output(good)
-    status = wait_until(
-        lambda: (
-            (s := httpx.get(f"{url}/status").json())["series_count"] == 2
-            and not s["series_open"]
-            and s
-        ),
-        30,
-        "the second series",
-    )
+    status = series_closed(url, 2)
     assert status["state"] == "idle", status["error"]
     with h5py.File(tmp_path / "root/ok.h5") as f:
         assert f["entry/instrument/detector/data"].shape == (3, 8, 8)
