@@ -3,17 +3,18 @@
 Shared by the generator, the streamers, the receiver and its forwarder, so that
 every producer and consumer agrees on one definition. Part 0 of every message
 is UTF-8 JSON with ``htype`` and an integer ``msg_number``; see
-PROTOCOLS.md. Headers are validated fully (pydantic); images, the hot path, by
+PROTOCOLS.md. JSON goes through orjson: on 20 kB frames the standard
+library's parser alone took a tenth of the receiver's time per frame. Headers are validated fully (pydantic); images, the hot path, by
 the few fields the receiver uses. Unknown extra fields are kept.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
 from receiver.model import Buffer, Image, Message, SeriesEnd, SeriesStart
@@ -33,7 +34,7 @@ class HeaderFields(BaseModel):
 
 
 def _dumps(fields: dict[str, Any]) -> bytes:
-    return json.dumps(fields, separators=(",", ":")).encode()
+    return orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def encode_header(
@@ -105,8 +106,8 @@ def encode(message: Message, msg_number: int) -> list[Buffer]:
 
 def _load_json(part: Buffer, what: str) -> Any:
     try:
-        return json.loads(bytes(part))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return orjson.loads(part)
+    except orjson.JSONDecodeError as exc:
         raise MalformedMessage(f"{what} is not valid JSON: {exc}") from None
 
 
