@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from sim.ports import free_port
 
 BIN = Path(sys.executable).parent
 DISTINCT_FRAMES = 4
@@ -80,12 +81,6 @@ def make_case(size_text: str, target_bytes: int, min_frames: int, max_frames: in
     frame_bytes = height * width * 2
     frames = min(max_frames, max(min_frames, target_bytes // frame_bytes))
     return Case(size_text, (height, width), frames)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _generator(endpoint: str, case: Case, filename: str) -> subprocess.Popen:

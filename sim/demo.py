@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,10 @@ import numpy as np
 import requests
 
 from sim.frames import synthetic_frame
+from sim.ports import free_port
 
 logger = logging.getLogger("daq-demo")
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class DemoError(RuntimeError):
@@ -76,7 +70,7 @@ def _process(args: list[str], log: Path):
 def run(data_root: Path, frames: int, rate: float, shape: list[int], workers: int) -> Path:
     data_root.mkdir(parents=True, exist_ok=True)
     filename = f"demo_{datetime.now():%Y%m%d_%H%M%S}.h5"
-    stream, http = _free_port(), _free_port()
+    stream, http = free_port(), free_port()
     url = f"http://127.0.0.1:{http}"
     receiver_args = [
         str(BIN / "stream-receiver"),

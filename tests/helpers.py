@@ -1,10 +1,9 @@
-"""Helpers shared by the tests: free ports, readiness polling, processes that always end."""
+"""Helpers shared by the tests: readiness polling, processes that always end."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,6 @@ from typing import TypeVar
 T = TypeVar("T")
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(probe: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:

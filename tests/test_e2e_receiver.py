@@ -21,7 +21,8 @@ import zmq
 from receiver.model import Image, SeriesEnd, SeriesStart
 from receiver.protocols import bslz4, stins
 from sim.frames import synthetic_frame
-from tests.helpers import Processes, free_port, wait_until
+from sim.ports import free_port
+from tests.helpers import Processes, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
