@@ -56,21 +56,25 @@ class Collector(threading.Thread):
         Batches are sized so that one holds about ``batch_bytes`` of frames: many
         small frames per hand-over, few large ones, memory bounded either way.
         """
-        frame_bytes = 0
+        received, frames, nbytes, last = self.received_frames, 0, 0, None
         for item in batch:
             if isinstance(item, Image):
-                frame_bytes = len(item.data)
-                self.received_frames += 1
-                self.total_frames += 1
-                self.last_frame = item
-                self.rate.add(1, frame_bytes)
+                received += 1
+                frames += 1
+                nbytes += len(item.data)
+                last = item
             elif isinstance(item, SeriesStart):
-                self.received_frames = 0
+                received = 0
+        self.received_frames = received
+        self.total_frames += frames
+        if last is not None:
+            self.last_frame = last
+            self.rate.add(frames, nbytes)
         self._writer.submit(batch)
         if self._forwarder is not None:
             for item in batch:
                 if not isinstance(item, Malformed | Gap | Stale):
                     self._forwarder.forward(item)
-        if not frame_bytes:
+        if last is None:
             return MAX_BATCH
-        return max(1, min(MAX_BATCH, self._batch_bytes // frame_bytes))
+        return max(1, min(MAX_BATCH, self._batch_bytes // max(1, len(last.data))))

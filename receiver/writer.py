@@ -86,8 +86,9 @@ class SeriesWriter:
         series = self._board.series
         file = self._file
         before = file.frames_written
+        nbytes = sum(len(image.data) for image in run)
         try:
-            self._check_space(file.directory, sum(image.nbytes for image in run))
+            self._check_space(file.directory, nbytes)
             refused = file.write_many(run)
         except OSError as exc:
             series.frames_written = file.frames_written
@@ -100,7 +101,7 @@ class SeriesWriter:
             series.frames_rejected += 1
             self._board.fail(str(problem))
         series.frames_written = file.frames_written
-        self.rate.add(len(run) - len(refused), sum(len(image.data) for image in run))
+        self.rate.add(len(run) - len(refused), nbytes)
 
     def _handle(self, item: object) -> None:
         match item:
