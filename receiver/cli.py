@@ -28,7 +28,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Receive a detector stream over ZeroMQ, write it in order to NeXus HDF5, "
         "republish it and report over HTTP. Flags override the configuration file.",
     )
-    parser.add_argument("--config", type=Path, help="configuration file (.json or .toml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="configuration file: .json or .toml with our settings, or a MAX IV "
+        "streaming-receiver .yaml file together with --entry (drop-in mode)",
+    )
+    parser.add_argument("--entry", help="the detector entry of a MAX IV .yaml configuration")
     parser.add_argument(
         "--connect",
         action="append",
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = load(args.config, _overrides(args))
+        config = load(args.config, _overrides(args), args.entry)
     except ConfigError as exc:
         print(f"stream-receiver: {exc}", file=sys.stderr)
         return 2
@@ -101,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    api = ApiServer(create_app(receiver), config.http_host, config.http_port)
+    app = create_app(receiver, legacy_pickle_default=config.legacy_last_frame)
+    api = ApiServer(app, config.http_host, config.http_port)
     try:
         api.start()
     except (ApiServerError, OSError) as exc:

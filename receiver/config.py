@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from receiver import maxiv_config
 from receiver.protocols import PARSERS
 
 SHARED_RCVHWM = 16
@@ -85,6 +86,11 @@ class ReceiverConfig(BaseModel):
         description="Python's thread switch interval, set for the whole process at start: "
         "the writer gets the GIL back quickly after each batch while the workers are busy",
     )
+    legacy_last_frame: bool = Field(
+        default=False,
+        description="GET /last_frame answers MAX IV's pickled [header, bytes] unless asked "
+        "otherwise (set by a MAX IV YAML configuration, whose live-view clients expect it)",
+    )
     min_free_bytes: int = Field(
         default=256 * 1024**2,
         ge=0,
@@ -111,10 +117,18 @@ class ReceiverConfig(BaseModel):
         return self
 
 
-def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ReceiverConfig:
-    """Read a JSON or TOML file (if given), apply ``overrides`` and validate the result."""
+def load(
+    path: Path | None = None, overrides: dict[str, Any] | None = None, entry: str | None = None
+) -> ReceiverConfig:
+    """Read a JSON or TOML file, or ``entry`` of a MAX IV YAML file (if given), apply
+    ``overrides`` and validate the result."""
     data: dict[str, Any] = {}
-    if path is not None:
+    if path is not None and path.suffix in (".yaml", ".yml"):
+        try:
+            data = maxiv_config.read_entry(path, entry)
+        except maxiv_config.MaxivConfigError as exc:
+            raise ConfigError(f"MAX IV configuration: {exc}") from None
+    elif path is not None:
         data = _read_file(path)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
