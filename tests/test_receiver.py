@@ -372,3 +372,22 @@ def test_a_stalled_writer_pushes_back_on_the_sender_and_loses_nothing(
         assert data.shape == (total, *big)
         for k in (0, accepted - 1, accepted, total - 1):
             np.testing.assert_array_equal(data[k], pixels(k))
+
+
+def test_a_frame_of_another_shape_is_refused_and_the_rest_is_kept(start_receiver, stream, tmp_path):
+    receiver = start_receiver()
+    stream.header("shapes.h5")
+    stream.image(0)
+    odd = np.zeros((8, 8), dtype="uint16")
+    stream.send(stins.encode_image(stream.msg_number, 1, odd.tobytes(), odd.shape, "uint16"))
+    stream.image(2)
+    stream.end()
+
+    status = finished(receiver)
+
+    assert status["state"] == "error"
+    assert "frame 1 has shape [8, 8]" in status["error"]
+    assert status["last_series"]["frames_rejected"] == 1
+    with h5py.File(tmp_path / "shapes.h5") as f:
+        assert list(f["entry/instrument/detector/sequence_number"]) == [0, -1, 2]
+        np.testing.assert_array_equal(f[DATA][2], frame_pixels(2))
