@@ -47,6 +47,10 @@ class Processes:
         self._procs.append((proc, log))
         return proc
 
+    @property
+    def started(self) -> list[subprocess.Popen]:
+        return [proc for proc, _ in self._procs]
+
     def output(self, proc: subprocess.Popen) -> str:
         for known, log in self._procs:
             if known is proc:

@@ -7,6 +7,7 @@ consume the republished stream.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -184,3 +185,27 @@ def test_refused_path_then_next_series(processes, tmp_path):
     assert status["state"] == "idle", status["error"]
     with h5py.File(tmp_path / "root/ok.h5") as f:
         assert f["entry/instrument/detector/data"].shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stopping_mid_series_closes_the_file_with_the_frames_received(processes, tmp_path, signum):
+    url, stream_port, _ = start_receiver(processes, tmp_path, 2)
+    receiver = processes.started[-1]
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.bind(f"tcp://127.0.0.1:{stream_port}")
+    push.send_multipart(stins.encode_header(0, "interrupted.h5"))
+    for frame in range(3):
+        pixels = synthetic_frame(frame, SHAPE, "uint16")
+        push.send_multipart(stins.encode_image(frame + 1, frame, pixels.tobytes(), SHAPE, "uint16"))
+    wait_until(lambda: httpx.get(f"{url}/status").json()["frames_written"] == 3, 30, "3 frames")
+    push.close(linger=0)
+    context.term()
+
+    receiver.send_signal(signum)
+
+    assert receiver.wait(timeout=20) == 0, processes.output(receiver)
+    with h5py.File(tmp_path / "interrupted.h5") as f:
+        data = f["entry/instrument/detector/data"]
+        assert data.shape == (3, *SHAPE)
+        np.testing.assert_array_equal(data[2], synthetic_frame(2, SHAPE, "uint16"))
