@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
+
 T = TypeVar("T")
 
 VENV_BIN = Path(sys.executable).parent
@@ -46,6 +48,18 @@ class Processes:
             )
         self._procs.append((proc, log))
         return proc
+
+    def wait_serving(self, proc: subprocess.Popen, url: str, timeout: float = 30) -> None:
+        """Wait until ``proc`` answers ``GET url/status``; fail with its output if it exits."""
+
+        def ready() -> bool:
+            assert proc.poll() is None, self.output(proc)
+            try:
+                return httpx.get(f"{url}/status").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, timeout, f"{url}/status to answer")
 
     @property
     def started(self) -> list[subprocess.Popen]:

@@ -81,15 +81,7 @@ def start_receiver(processes: Processes, data_root: Path, workers: int) -> tuple
         "--workers", str(workers),
     )  # fmt: skip
     url = f"http://127.0.0.1:{http_port}"
-
-    def ready() -> bool:
-        assert proc.poll() is None, processes.output(proc)
-        try:
-            return httpx.get(f"{url}/status").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(ready, 30, "stream-receiver to serve /status")
+    processes.wait_serving(proc, url)
     return url, stream_port, forward_port
 
 

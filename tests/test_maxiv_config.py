@@ -105,15 +105,7 @@ def test_drop_in_receiver_serves_the_pickled_last_frame_by_default(processes, tm
         "--http", f"127.0.0.1:{api_port}", "--data-root", str(tmp_path),
     )  # fmt: skip
     url = f"http://127.0.0.1:{api_port}"
-
-    def ready() -> bool:
-        assert proc.poll() is None, processes.output(proc)
-        try:
-            return httpx.get(f"{url}/status").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(ready, 30, "the drop-in receiver")
+    processes.wait_serving(proc, url)
     context = zmq.Context()
     push = context.socket(zmq.PUSH)
     push.bind(f"tcp://127.0.0.1:{stream_port}")
