@@ -1,0 +1,86 @@
+"""The small interface between the Tango device and one kind of detector hardware.
+
+The device only ever talks to a :class:`Backend`; which one is a device
+property, resolved here by name and imported only when chosen, so the device
+module never imports a vendor module (or its SDK) it does not use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from devices.settings import AcquisitionSettings, TriggerMode
+
+
+class BackendError(RuntimeError):
+    """The hardware refused or failed; the text is the detector's own reason where it gave one."""
+
+
+class BackendState(StrEnum):
+    IDLE = "idle"
+    ARMED = "armed"
+    ERROR = "error"
+
+
+class Backend(ABC):
+    """One detector. Calls come from one thread at a time (the device serialises them)."""
+
+    name: str
+    trigger_modes: frozenset[TriggerMode]
+
+    @classmethod
+    @abstractmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Backend:
+        """Build from the device properties; raise :class:`BackendError` naming a bad one."""
+
+    @property
+    @abstractmethod
+    def stream_endpoint(self) -> str:
+        """Where the detector's data stream can be read (the receiver connects there)."""
+
+    @property
+    @abstractmethod
+    def state(self) -> BackendState:
+        """IDLE once a series is over (or before one), ARMED while it runs."""
+
+    @property
+    @abstractmethod
+    def error(self) -> str:
+        """The reason of the ERROR state; empty otherwise."""
+
+    @abstractmethod
+    def arm(self, settings: AcquisitionSettings) -> None:
+        """Configure and arm for one series; INTERNAL starts taking frames at once."""
+
+    @abstractmethod
+    def trigger(self) -> None:
+        """A software trigger (SOFTWARE mode)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """End the series now; the stream's series end still goes out."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the hardware connection; the backend is not used again."""
+
+
+BACKENDS: dict[str, str] = {"simulator": "devices.backends.simulator:SimulatorBackend"}
+"""Backend name (the ``Backend`` device property) -> ``module:class``, imported on demand."""
+
+
+def create_backend(name: str, options: Mapping[str, Any]) -> Backend:
+    """Build backend ``name`` from the device properties in ``options``."""
+    try:
+        target = BACKENDS[name.lower()]
+    except KeyError:
+        raise BackendError(
+            f"unknown backend {name!r}: set the Backend property to one of {', '.join(BACKENDS)}"
+        ) from None
+    module_name, _, class_name = target.partition(":")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    return backend_class.from_options(options)

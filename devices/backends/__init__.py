@@ -1,0 +1,1 @@
+"""Detector backends, one module per kind of hardware, imported only when chosen."""

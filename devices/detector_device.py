@@ -1,0 +1,414 @@
+"""``DetectorDevice``: the MAX IV standard detector Tango device (DESIGN.md section 5).
+
+Existing clients (Sardana, MAX IV scan scripts, jive, Taurus) drive it
+unchanged: they write ExposureTime, FrameTime, TriggerMode by label, nTriggers
+and DestinationFilename, call Arm, maybe SoftwareTrigger, and poll State until
+ON. The device itself only maps Tango onto :class:`devices.acquisition.Acquisition`,
+which runs the closed loop with the backend and receiver chosen by properties.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from tango import AttrWriteType, DevState, EnsureOmniThread, Except
+from tango.server import Device, attribute, command, device_property, run
+
+from devices.acquisition import Acquisition, AcquisitionError, LoopState
+from devices.backend import BackendError, create_backend
+from devices.receiver_link import (
+    EmbeddedReceiver,
+    ReceiverLink,
+    ReceiverStatus,
+    ReceiverUnreachable,
+    RemoteReceiver,
+    embedded_config,
+)
+from devices.settings import TRIGGER_MODE_HELP, AcquisitionSettings, TriggerMode
+
+logger = logging.getLogger(__name__)
+
+STATES = {
+    LoopState.ON: DevState.ON,
+    LoopState.RUNNING: DevState.RUNNING,
+    LoopState.FAULT: DevState.FAULT,
+}
+MAX_IMAGE_SIDE = 8192
+BACKEND_PROPERTIES = (
+    "DetectorAddress",
+    "StreamAddress",
+    "TriggerInputAddress",
+    "FrameShape",
+    "PixelType",
+    "Compression",
+)
+
+
+class DetectorDevice(Device):
+    """A detector and its stream-receiver, as one device a scan can drive."""
+
+    Backend = device_property(
+        dtype=str, default_value="simulator", doc="kind of detector hardware: simulator"
+    )
+    DetectorAddress = device_property(
+        dtype=str, default_value="", doc="control address of the hardware (unused by the simulator)"
+    )
+    StreamAddress = device_property(
+        dtype=str,
+        default_value="tcp://127.0.0.1:9999",
+        doc="ZeroMQ endpoint of the detector's data stream (the simulator binds it)",
+    )
+    TriggerInputAddress = device_property(
+        dtype=str,
+        default_value="tcp://127.0.0.1:9998",
+        doc="simulator: ZeroMQ endpoint of its external trigger input (daq-sim trigger)",
+    )
+    FrameShape = device_property(
+        dtype=(int,), default_value=[512, 512], doc="simulator: frame height and width in pixels"
+    )
+    PixelType = device_property(
+        dtype=str, default_value="uint16", doc="simulator: uint8, uint16, uint32, int32, float32"
+    )
+    Compression = device_property(dtype=str, default_value="bslz4", doc="simulator: none or bslz4")
+    Receiver = device_property(
+        dtype=str,
+        default_value="embedded",
+        doc="'embedded' (a receiver in this server) or the URL of a stream-receiver's HTTP API",
+    )
+    DataRoot = device_property(
+        dtype=str, default_value="/data", doc="embedded receiver: files are written below this"
+    )
+    DetectorName = device_property(
+        dtype=str,
+        default_value="detector",
+        doc="embedded receiver: data go to /entry/instrument/<DetectorName>/data",
+    )
+    ReceiverWorkers = device_property(
+        dtype=int, default_value=2, doc="embedded receiver: parallel receiving threads"
+    )
+    ReceiverHttpPort = device_property(
+        dtype=int,
+        default_value=0,
+        doc="embedded receiver: HTTP API port on 127.0.0.1 (0: any free port, -1: no API)",
+    )
+    ReceiverForward = device_property(
+        dtype=str, default_value="", doc="embedded receiver: ZeroMQ endpoint to republish frames"
+    )
+    ArmTimeout = device_property(
+        dtype=float, default_value=10.0, doc="s to wait after Arm for the receiver to open the file"
+    )
+    CloseTimeout = device_property(
+        dtype=float,
+        default_value=30.0,
+        doc="s to wait after the last frame for the receiver to close the file",
+    )
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._settings = AcquisitionSettings()
+        self._acquisition: Acquisition | None = None
+        self._pushed_frames = -1
+        for name in ("State", "Status", "nFramesAcquired"):
+            self.set_change_event(name, True, False)
+        self.set_state(DevState.INIT)
+        try:
+            self._acquisition = self._build()
+        except (BackendError, ReceiverUnreachable, ValidationError, OSError) as exc:
+            self._show(DevState.FAULT, f"cannot start: {exc}; fix the properties, then Init")
+            return
+        self._show(
+            DevState.ON,
+            f"ready: {self._acquisition.backend.name} detector, {self._acquisition.receiver.description}",
+        )
+
+    def delete_device(self) -> None:
+        if self._acquisition is not None:
+            self._acquisition.close()
+            self._acquisition = None
+
+    def _build(self) -> Acquisition:
+        options = {name: getattr(self, name) for name in BACKEND_PROPERTIES}
+        backend = create_backend(self.Backend, options)
+        try:
+            receiver = self._receiver_link(backend.stream_endpoint)
+        except Exception:
+            backend.close()
+            raise
+        return Acquisition(
+            backend,
+            receiver,
+            self.ArmTimeout,
+            self.CloseTimeout,
+            on_change=self._changed,
+            thread_context=EnsureOmniThread,
+        )
+
+    def _receiver_link(self, stream_endpoint: str) -> ReceiverLink:
+        if self.Receiver.strip().lower() != "embedded":
+            return RemoteReceiver(self.Receiver.strip())
+        config = embedded_config(
+            stream_endpoint,
+            self.DataRoot,
+            self.DetectorName,
+            self.ReceiverWorkers,
+            self.ReceiverHttpPort,
+            self.ReceiverForward,
+        )
+        return EmbeddedReceiver(config, serve_http=self.ReceiverHttpPort >= 0)
+
+    def _changed(self) -> None:
+        acquisition = self._acquisition
+        if acquisition is None:
+            return
+        if STATES[acquisition.state] != self.get_state() or acquisition.status != self.get_status():
+            self._show(STATES[acquisition.state], acquisition.status)
+        if acquisition.frames_acquired != self._pushed_frames:
+            self._pushed_frames = acquisition.frames_acquired
+            self.push_change_event("nFramesAcquired", self._pushed_frames)
+
+    def _show(self, state: DevState, status: str) -> None:
+        self.set_state(state)
+        self.set_status(status)
+        self.push_change_event("State")
+        self.push_change_event("Status")
+
+    def _loop(self) -> Acquisition:
+        if self._acquisition is None:
+            Except.throw_exception(
+                "DetectorNotReady",
+                f"the device could not start: {self.get_status()}",
+                "DetectorDevice",
+            )
+        return self._acquisition
+
+    def _settable(self, name: str) -> None:
+        """Settings are refused while RUNNING: they would not apply to the series in progress."""
+        if self.get_state() == DevState.RUNNING:
+            Except.throw_exception(
+                "DetectorBusy",
+                f"cannot write {name} while RUNNING: call Stop or wait for state ON",
+                f"DetectorDevice.write_{name}",
+            )
+
+    def _update(self, name: str, **change: Any) -> None:
+        self._settable(name)
+        self._settings = AcquisitionSettings(**{**self._settings_dict(), **change})
+
+    def _settings_dict(self) -> dict[str, Any]:
+        s = self._settings
+        return {
+            "exposure_time": s.exposure_time,
+            "frame_time": s.frame_time,
+            "trigger_mode": s.trigger_mode,
+            "n_triggers": s.n_triggers,
+            "frames_per_trigger": s.frames_per_trigger,
+            "filename": s.filename,
+        }
+
+    # Commands
+
+    @command(doc_in="", doc_out="")
+    def Arm(self) -> None:
+        """Arm with the current settings; returns once the receiver has the file open (RUNNING)."""
+        self._run(lambda loop: loop.arm(self._settings), "Arm")
+
+    @command
+    def SoftwareTrigger(self) -> None:
+        """One software trigger (TriggerMode SOFTWARE): nFramesPerTrigger frames."""
+        self._run(lambda loop: loop.trigger(), "SoftwareTrigger")
+
+    @command
+    def Stop(self) -> None:
+        """End the series now; returns once the receiver has closed the file (ON)."""
+        self._run(lambda loop: loop.stop(), "Stop")
+
+    def _run(self, action: Any, name: str) -> None:
+        loop = self._loop()
+        try:
+            action(loop)
+        except AcquisitionError as exc:
+            Except.throw_exception("DetectorError", str(exc), f"DetectorDevice.{name}")
+
+    # Settings
+
+    @attribute(
+        dtype=float,
+        access=AttrWriteType.READ_WRITE,
+        unit="s",
+        format="%8.6f",
+        min_value=0,
+        doc="exposure (count) time of each frame",
+    )
+    def ExposureTime(self) -> float:
+        return self._settings.exposure_time
+
+    @ExposureTime.write
+    def ExposureTime(self, value: float) -> None:
+        frame_time = max(self._settings.frame_time, value)
+        self._update("ExposureTime", exposure_time=value, frame_time=frame_time)
+
+    @attribute(
+        dtype=float,
+        access=AttrWriteType.READ_WRITE,
+        unit="s",
+        format="%8.6f",
+        min_value=0,
+        doc="period of the frames within a trigger (>= ExposureTime)",
+    )
+    def FrameTime(self) -> float:
+        return self._settings.frame_time
+
+    @FrameTime.write
+    def FrameTime(self, value: float) -> None:
+        if value < self._settings.exposure_time:
+            Except.throw_exception(
+                "BadSetting",
+                f"FrameTime ({value:g} s) must be at least ExposureTime "
+                f"({self._settings.exposure_time:g} s)",
+                "DetectorDevice.write_FrameTime",
+            )
+        self._update("FrameTime", frame_time=value)
+
+    @attribute(
+        dtype=float,
+        access=AttrWriteType.READ_WRITE,
+        unit="s",
+        format="%8.6f",
+        min_value=0,
+        doc="dead time between frames: FrameTime - ExposureTime (writing it sets FrameTime)",
+    )
+    def LatencyTime(self) -> float:
+        return self._settings.frame_time - self._settings.exposure_time
+
+    @LatencyTime.write
+    def LatencyTime(self, value: float) -> None:
+        self._update("LatencyTime", frame_time=self._settings.exposure_time + value)
+
+    @attribute(
+        dtype=TriggerMode,
+        access=AttrWriteType.READ_WRITE,
+        doc=TRIGGER_MODE_HELP,
+    )
+    def TriggerMode(self) -> TriggerMode:
+        return self._settings.trigger_mode
+
+    @TriggerMode.write
+    def TriggerMode(self, value: int) -> None:
+        self._update("TriggerMode", trigger_mode=TriggerMode(value))
+
+    @attribute(
+        dtype=int,
+        access=AttrWriteType.READ_WRITE,
+        format="%d",
+        min_value=1,
+        doc="triggers in the series (INTERNAL: bursts run back to back)",
+    )
+    def nTriggers(self) -> int:
+        return self._settings.n_triggers
+
+    @nTriggers.write
+    def nTriggers(self, value: int) -> None:
+        self._update("nTriggers", n_triggers=value)
+
+    @attribute(
+        dtype=int,
+        access=AttrWriteType.READ_WRITE,
+        format="%d",
+        min_value=1,
+        doc="frames taken for each trigger",
+    )
+    def nFramesPerTrigger(self) -> int:
+        return self._settings.frames_per_trigger
+
+    @nFramesPerTrigger.write
+    def nFramesPerTrigger(self, value: int) -> None:
+        self._update("nFramesPerTrigger", frames_per_trigger=value)
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        doc="HDF5 file of the next series, absolute inside or relative to the receiver's "
+        "data root; empty: do not save (live view only)",
+    )
+    def DestinationFilename(self) -> str:
+        return self._settings.filename
+
+    @DestinationFilename.write
+    def DestinationFilename(self, value: str) -> None:
+        self._update("DestinationFilename", filename=value)
+
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        doc="the same as DestinationFilename (the name MAX IV's Pilatus clients use)",
+    )
+    def Filename(self) -> str:
+        return self._settings.filename
+
+    @Filename.write
+    def Filename(self, value: str) -> None:
+        self._update("Filename", filename=value)
+
+    # Progress and receiver
+
+    @attribute(dtype=int, format="%d", doc="frames received in the current or last series")
+    def nFramesAcquired(self) -> int:
+        return self._acquisition.frames_acquired if self._acquisition else 0
+
+    @attribute(dtype=int, format="%d", doc="frames the current or last series will hold")
+    def nFramesExpected(self) -> int:
+        return self._settings.n_triggers * self._settings.frames_per_trigger
+
+    @attribute(dtype=str, doc="the receiver's state: idle, running or error")
+    def ReceiverState(self) -> str:
+        return self._receiver_status().state
+
+    @attribute(
+        dtype=int, format="%d", doc="frames the receiver wrote in the current or last series"
+    )
+    def nFramesWritten(self) -> int:
+        return self._receiver_status().frames_written
+
+    @attribute(dtype=str, doc="the file the receiver writes (or last wrote)")
+    def ReceiverFile(self) -> str:
+        return self._receiver_status().path
+
+    @attribute(dtype=str, doc="the receiver in use: embedded (with its HTTP API) or remote URL")
+    def ReceiverDescription(self) -> str:
+        return self._loop().receiver.description
+
+    @attribute(
+        dtype=((np.float32,),),
+        max_dim_x=MAX_IMAGE_SIDE,
+        max_dim_y=MAX_IMAGE_SIDE,
+        unit="counts",
+        doc="the latest frame the receiver got, downsampled as the receiver is set (live view)",
+    )
+    def LastImage(self) -> np.ndarray:
+        try:
+            image = self._loop().receiver.last_image()
+        except ReceiverUnreachable as exc:
+            Except.throw_exception("ReceiverUnreachable", str(exc), "DetectorDevice.LastImage")
+        if image is None:
+            return np.zeros((0, 0), np.float32)
+        while image.ndim > 2:
+            image = image[0]
+        return np.asarray(image, np.float32)
+
+    def _receiver_status(self) -> ReceiverStatus:
+        try:
+            return self._loop().receiver.status()
+        except ReceiverUnreachable as exc:
+            Except.throw_exception("ReceiverUnreachable", str(exc), "DetectorDevice")
+
+
+def main(args: list[str] | None = None) -> int:
+    """``DetectorDevice <instance>``: the device server (standard Tango options apply)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run((DetectorDevice,), args=args)
+    return 0

@@ -1,0 +1,185 @@
+"""How the device watches its receiver: in its own process, or another over HTTP.
+
+The closed loop needs only a few facts from the receiver (state, reason,
+which series it is on, frames received and written, whether the last series
+ended well), so both links reduce the receiver's status to one
+:class:`ReceiverStatus`; the device never knows which kind it holds.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from receiver import liveview
+from receiver.api import ApiServer, create_app
+from receiver.config import ReceiverConfig
+from receiver.receiver import Receiver
+
+HTTP_TIMEOUT_S = 2.0
+
+
+class ReceiverUnreachable(RuntimeError):
+    """The receiver did not answer; the text says where it was looked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverStatus:
+    """The receiver's state as the closed loop reads it."""
+
+    state: str
+    error: str
+    series_count: int
+    series_open: bool
+    path: str
+    frames_received: int
+    frames_written: int
+    last_series_ok: bool | None
+
+    @classmethod
+    def from_status(cls, status: dict[str, Any]) -> ReceiverStatus:
+        """From the ``/status`` document, which both links share."""
+        series = status["series"]
+        last = status.get("last_series")
+        return cls(
+            state=status["state"],
+            error=status.get("error", ""),
+            series_count=status["series_count"],
+            series_open=status["series_open"],
+            path=series.get("path") or series.get("filename", ""),
+            frames_received=status.get("frames_received", 0),
+            frames_written=series.get("frames_written", 0),
+            last_series_ok=None if last is None else bool(last.get("ok")),
+        )
+
+
+class ReceiverLink(ABC):
+    """What the device needs of a receiver."""
+
+    description: str
+
+    @abstractmethod
+    def status(self) -> ReceiverStatus:
+        """Raise :class:`ReceiverUnreachable` when the receiver does not answer."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Leave the receiver's error state."""
+
+    @abstractmethod
+    def last_image(self) -> np.ndarray | None:
+        """The latest frame, decoded and downsampled as the receiver is set; None before any."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the receiver if this link owns it."""
+
+
+class EmbeddedReceiver(ReceiverLink):
+    """A receiver started and owned by the device server, optionally with its HTTP API."""
+
+    def __init__(self, config: ReceiverConfig, serve_http: bool) -> None:
+        self._receiver = Receiver(config)
+        self._receiver.start()
+        self._api: ApiServer | None = None
+        if serve_http:
+            self._api = ApiServer(create_app(self._receiver), config.http_host, config.http_port)
+            try:
+                self._api.start()
+            except Exception:
+                self._receiver.stop()
+                raise
+        where = f", HTTP API {self._api.url}" if self._api else ""
+        self.description = f"embedded receiver reading {', '.join(config.connect)}{where}"
+
+    @property
+    def url(self) -> str | None:
+        return self._api.url if self._api else None
+
+    def status(self) -> ReceiverStatus:
+        return ReceiverStatus.from_status(self._receiver.status())
+
+    def reset(self) -> None:
+        self._receiver.reset()
+
+    def last_image(self) -> np.ndarray | None:
+        image = self._receiver.last_frame()
+        if image is None:
+            return None
+        return liveview.downsample(liveview.decode(image), self._receiver.downsample)
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.stop()
+        self._receiver.stop()
+
+
+class RemoteReceiver(ReceiverLink):
+    """A ``stream-receiver`` process reached over its HTTP API at ``url``."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url.rstrip("/")
+        self._session = requests.Session()
+        self.description = f"remote receiver {self._url}"
+
+    def status(self) -> ReceiverStatus:
+        return ReceiverStatus.from_status(_checked(self._send("GET", "/status")).json())
+
+    def reset(self) -> None:
+        _checked(self._send("POST", "/reset"))
+
+    def last_image(self) -> np.ndarray | None:
+        response = self._send("GET", "/last_frame", params={"format": "raw"})
+        if response.status_code == 404:
+            return None
+        header = json.loads(_checked(response).headers["X-Frame-Header"])
+        return np.frombuffer(response.content, dtype=header["type"]).reshape(header["shape"])
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _send(
+        self, method: str, path: str, params: dict[str, str] | None = None
+    ) -> requests.Response:
+        try:
+            return self._session.request(
+                method, self._url + path, params=params, timeout=HTTP_TIMEOUT_S
+            )
+        except requests.RequestException as exc:
+            raise ReceiverUnreachable(
+                f"receiver {self._url} does not answer ({type(exc).__name__}): "
+                "is stream-receiver running there? Check the Receiver property"
+            ) from None
+
+
+def _checked(response: requests.Response) -> requests.Response:
+    if not response.ok:
+        raise ReceiverUnreachable(
+            f"receiver {response.url} answered HTTP {response.status_code}: {response.text[:200]}"
+        )
+    return response
+
+
+def embedded_config(
+    stream_endpoint: str,
+    data_root: str,
+    detector_name: str,
+    workers: int,
+    http_port: int,
+    forward: str,
+) -> ReceiverConfig:
+    """The embedded receiver's configuration from the device properties."""
+    return ReceiverConfig(
+        connect=[stream_endpoint],
+        data_root=Path(data_root),
+        detector_name=detector_name,
+        workers=workers,
+        http_port=max(http_port, 0),
+        forward=forward or None,
+    )
