@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -78,7 +79,7 @@ class SimulatedDetector:
         self.compression = compression
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)
-        self._socket.sndtimeo = round(send_timeout_s * 1000)
+        self._send_timeout_s = send_timeout_s
         self._socket.sndhwm = 100
         self._socket.linger = 0
         self._socket.setsockopt(zmq.IMMEDIATE, 1)
@@ -107,6 +108,7 @@ class SimulatedDetector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._msg_number = 0
+        self._injected_fault = ""
         self.frames_sent = 0
         self.triggers_ignored = 0
 
@@ -162,6 +164,10 @@ class SimulatedDetector:
         """A pulse on the trigger input, as :class:`TriggerInput` delivers it."""
         self._pulse(width)
 
+    def inject_fault(self, reason: str) -> None:
+        """Make the next frame fail with ``reason``, as a hardware fault would (tests, training)."""
+        self._injected_fault = reason
+
     def stop(self) -> None:
         """End the series now: frames not yet taken are not taken, the series end goes out."""
         self._stop.set()
@@ -188,20 +194,31 @@ class SimulatedDetector:
             logger.info("trigger pulse ignored (state %s, mode %s)", self._state, mode)
 
     def _series(self, exposure: Exposure, filename: str) -> None:
+        """Header, frames, series end; a fault mid-series still closes the series downstream.
+
+        A stop before the header went out ends the series silently: nobody
+        downstream has heard of it, so there is nothing to close.
+        """
+        fault: DetectorError | None = None
         try:
             self._send(stins.encode_header(self._msg_number, filename, self._meta(exposure)))
             try:
                 self._frames(exposure)
             except _Stopped:
                 logger.info("series stopped after %d frames", self.frames_sent)
-            self._send(stins.encode_series_end(self._msg_number))
+            except DetectorError as exc:
+                fault = exc
+            self._send(stins.encode_series_end(self._msg_number), stoppable=False)
+        except _Stopped:
+            logger.info("series stopped before its header was taken")
         except DetectorError as exc:
-            with self._lock:
-                self._state, self._error = DetectorState.ERROR, str(exc)
-            logger.error("simulated detector: %s", exc)
-            return
+            fault = fault or exc
         with self._lock:
-            self._state = DetectorState.IDLE
+            if fault is None:
+                self._state = DetectorState.IDLE
+            else:
+                self._state, self._error = DetectorState.ERROR, str(fault)
+                logger.error("simulated detector: %s", fault)
 
     def _frames(self, exposure: Exposure) -> None:
         mode = exposure.trigger_mode
@@ -243,6 +260,9 @@ class SimulatedDetector:
             raise _Stopped
 
     def _image(self, frame: int) -> None:
+        if self._injected_fault:
+            reason, self._injected_fault = self._injected_fault, ""
+            raise DetectorError(reason)
         blob = encoded_frame(frame, self.shape, self.dtype, self.compression)
         self._send(
             stins.encode_image(
@@ -251,14 +271,18 @@ class SimulatedDetector:
         )
         self.frames_sent += 1
 
-    def _send(self, parts: Sequence[Buffer]) -> None:
-        try:
-            self._socket.send_multipart(parts, copy=False)
-        except zmq.Again:
-            raise DetectorError(
-                f"no receiver took the data stream on {self.stream_endpoint} within "
-                f"{self._socket.sndtimeo / 1000:g} s: is the receiver running and connected?"
-            ) from None
+    def _send(self, parts: Sequence[Buffer], stoppable: bool = True) -> None:
+        """Send once the stream takes it; a stop interrupts the wait unless ``stoppable`` is off."""
+        deadline = time.monotonic() + self._send_timeout_s
+        while not self._socket.poll(round(WAIT_S * 1000), zmq.POLLOUT):
+            if stoppable and self._stop.is_set():
+                raise _Stopped
+            if time.monotonic() > deadline:
+                raise DetectorError(
+                    f"no receiver took the data stream on {self.stream_endpoint} within "
+                    f"{self._send_timeout_s:g} s: is the receiver running and connected?"
+                )
+        self._socket.send_multipart(parts, copy=False)
         self._msg_number += 1
 
     def _meta(self, exposure: Exposure) -> dict[str, Any]:
