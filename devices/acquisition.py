@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from enum import StrEnum
 from typing import NoReturn
 
@@ -42,9 +41,8 @@ class Acquisition:
     """Owns the backend and the receiver link; one series at a time.
 
     ``on_change`` is called (from the watcher thread too) whenever state,
-    status or the frame count changes, so the device can push events;
-    ``thread_context`` wraps the watcher thread (the device passes Tango's
-    ``EnsureOmniThread`` so events can be pushed from it).
+    status or the frame count changes, so the device can push events; it
+    must not block.
     """
 
     def __init__(
@@ -54,14 +52,12 @@ class Acquisition:
         arm_timeout: float = 10.0,
         close_timeout: float = 30.0,
         on_change: Callable[[], None] = lambda: None,
-        thread_context: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self.backend = backend
         self.receiver = receiver
         self._arm_timeout = arm_timeout
         self._close_timeout = close_timeout
         self._on_change = on_change
-        self._thread_context = thread_context
         self._lock = threading.RLock()
         self._state = LoopState.ON
         self._status = "ready"
@@ -176,11 +172,10 @@ class Acquisition:
             time.sleep(POLL_S)
 
     def _watch(self) -> None:
-        with self._thread_context():
-            while not self._closing.wait(WATCH_S):
-                with self._lock:
-                    if self._check() is not LoopState.RUNNING:
-                        return
+        while not self._closing.wait(WATCH_S):
+            with self._lock:
+                if self._check() is not LoopState.RUNNING:
+                    return
 
     def _check(self) -> LoopState:
         """One look at receiver and backend; moves to ON or FAULT when the series is over."""

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
-from tango import AttrWriteType, DevState, EnsureOmniThread, Except
+from tango import AttrWriteType, DevState, Except
 from tango.server import Device, attribute, command, device_property, run
 
 from devices.acquisition import Acquisition, AcquisitionError, LoopState
 from devices.backend import BackendError, create_backend
+from devices.change_events import ChangeEvents
 from devices.receiver_link import (
     EmbeddedReceiver,
     ReceiverLink,
@@ -110,24 +111,37 @@ class DetectorDevice(Device):
         super().init_device()
         self._settings = AcquisitionSettings()
         self._acquisition: Acquisition | None = None
-        self._pushed_frames = -1
+        self._startup = "starting"
+        self._pushed: tuple[DevState, str, int] | None = None
         for name in ("State", "Status", "nFramesAcquired"):
             self.set_change_event(name, True, False)
-        self.set_state(DevState.INIT)
+        self._events = ChangeEvents(self._push_events)
+        self._events.start()
         try:
             self._acquisition = self._build()
         except (BackendError, ReceiverUnreachable, ValidationError, OSError) as exc:
-            self._show(DevState.FAULT, f"cannot start: {exc}; fix the properties, then Init")
-            return
-        self._show(
-            DevState.ON,
-            f"ready: {self._acquisition.backend.name} detector, {self._acquisition.receiver.description}",
-        )
+            self._startup = f"cannot start: {exc}; fix the properties, then Init"
+        self._events.signal()
 
     def delete_device(self) -> None:
+        self._events.stop()
         if self._acquisition is not None:
             self._acquisition.close()
             self._acquisition = None
+
+    def dev_state(self) -> DevState:
+        """Always the loop's own state, so a read right after a command is never stale."""
+        if self._acquisition is None:
+            return DevState.FAULT
+        return STATES[self._acquisition.state]
+
+    def dev_status(self) -> str:
+        if self._acquisition is None:
+            return self._startup
+        if self._acquisition.state is LoopState.ON and self._acquisition.status == "ready":
+            backend, receiver = self._acquisition.backend, self._acquisition.receiver
+            return f"ready: {backend.name} detector, {receiver.description}"
+        return self._acquisition.status
 
     def _build(self) -> Acquisition:
         options = {name: getattr(self, name) for name in BACKEND_PROPERTIES}
@@ -142,8 +156,7 @@ class DetectorDevice(Device):
             receiver,
             self.ArmTimeout,
             self.CloseTimeout,
-            on_change=self._changed,
-            thread_context=EnsureOmniThread,
+            on_change=self._events.signal,
         )
 
     def _receiver_link(self, stream_endpoint: str) -> ReceiverLink:
@@ -159,34 +172,38 @@ class DetectorDevice(Device):
         )
         return EmbeddedReceiver(config, serve_http=self.ReceiverHttpPort >= 0)
 
-    def _changed(self) -> None:
-        acquisition = self._acquisition
-        if acquisition is None:
-            return
-        if STATES[acquisition.state] != self.get_state() or acquisition.status != self.get_status():
-            self._show(STATES[acquisition.state], acquisition.status)
-        if acquisition.frames_acquired != self._pushed_frames:
-            self._pushed_frames = acquisition.frames_acquired
-            self.push_change_event("nFramesAcquired", self._pushed_frames)
+    def _push_events(self) -> None:
+        """Push State, Status and nFramesAcquired, each only when it changed.
 
-    def _show(self, state: DevState, status: str) -> None:
-        self.set_state(state)
-        self.set_status(status)
-        self.push_change_event("State")
-        self.push_change_event("Status")
+        Tango pushes its stored State and Status, so they are stored first.
+        """
+        now = (self.dev_state(), self.dev_status(), self._frames_acquired())
+        before = self._pushed or (None, None, None)
+        self._pushed = now
+        self.set_state(now[0])
+        self.set_status(now[1])
+        if now[0] != before[0]:
+            self.push_change_event("State")
+        if now[1] != before[1]:
+            self.push_change_event("Status")
+        if now[2] != before[2]:
+            self.push_change_event("nFramesAcquired", now[2])
+
+    def _frames_acquired(self) -> int:
+        return self._acquisition.frames_acquired if self._acquisition else 0
 
     def _loop(self) -> Acquisition:
         if self._acquisition is None:
             Except.throw_exception(
                 "DetectorNotReady",
-                f"the device could not start: {self.get_status()}",
+                f"the device could not start: {self._startup}",
                 "DetectorDevice",
             )
         return self._acquisition
 
     def _settable(self, name: str) -> None:
         """Settings are refused while RUNNING: they would not apply to the series in progress."""
-        if self.get_state() == DevState.RUNNING:
+        if self.dev_state() == DevState.RUNNING:
             Except.throw_exception(
                 "DetectorBusy",
                 f"cannot write {name} while RUNNING: call Stop or wait for state ON",
@@ -356,7 +373,7 @@ class DetectorDevice(Device):
 
     @attribute(dtype=int, format="%d", doc="frames received in the current or last series")
     def nFramesAcquired(self) -> int:
-        return self._acquisition.frames_acquired if self._acquisition else 0
+        return self._frames_acquired()
 
     @attribute(dtype=int, format="%d", doc="frames the current or last series will hold")
     def nFramesExpected(self) -> int:

@@ -129,7 +129,7 @@ def test_bad_settings_are_refused_before_the_detector_is_touched(loop: Acquisiti
 def test_refused_file_path_is_fault_with_the_receivers_reason_then_arm_recovers(
     loop: Acquisition, tmp_path: Path
 ) -> None:
-    with pytest.raises(AcquisitionError, match="the receiver refused the series: .*outside"):
+    with pytest.raises(AcquisitionError, match=r"the receiver refused the series: .*outside"):
         loop.arm(settings(TriggerMode.INTERNAL, "../outside.h5"))
     assert loop.state is LoopState.FAULT
     assert "lies outside the data root" in loop.status
@@ -183,7 +183,7 @@ def test_receiver_reading_elsewhere_is_fault_after_the_arm_timeout(tmp_path: Pat
     receiver = embedded(f"tcp://127.0.0.1:{free_port()}", tmp_path)
     loop = Acquisition(backend, receiver, arm_timeout=0.5)
     try:
-        with pytest.raises(AcquisitionError, match="did not start the series within 0.5 s"):
+        with pytest.raises(AcquisitionError, match=r"did not start the series within 0\.5 s"):
             loop.arm(settings(TriggerMode.INTERNAL, "lost.h5"))
         assert backend.stream_endpoint in loop.status
     finally:

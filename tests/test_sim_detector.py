@@ -143,7 +143,9 @@ def test_external_multi_takes_one_burst_per_pulse(
     assert [i.frame for i in stream.images()] == list(range(6))
 
 
-def test_gate_takes_one_frame_per_gate_pulse(detector: SimulatedDetector, stream: Collector) -> None:
+def test_gate_takes_one_frame_per_gate_pulse(
+    detector: SimulatedDetector, stream: Collector
+) -> None:
     detector.configure(exposure("GATE", n_triggers=3, frames_per_trigger=1))
     detector.arm("gate.h5")
     assert detector.trigger_endpoint is not None
@@ -162,7 +164,7 @@ def test_stop_ends_the_series_at_once_with_a_series_end(
 ) -> None:
     detector.configure(Exposure(0.01, 0.05, "INTERNAL", 1, 1000))
     detector.arm("long.h5")
-    wait_until(lambda: stream.images(), 5, "the first frame")
+    wait_until(stream.images, 5, "the first frame")
     detector.stop()
     assert detector.state is DetectorState.IDLE
     wait_until(stream.ended, 5, "the series end")
@@ -210,7 +212,7 @@ def test_no_receiver_puts_the_detector_in_error_with_advice() -> None:
 
 
 def test_a_busy_stream_port_is_refused_with_the_address(detector: SimulatedDetector) -> None:
-    with pytest.raises(DetectorError, match="cannot bind the data stream on tcp://127.0.0.1:"):
+    with pytest.raises(DetectorError, match=r"cannot bind the data stream on tcp://127\.0\.0\.1:"):
         SimulatedDetector(detector.stream_endpoint)
 
 
