@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 from tango import AttrWriteType, DevState, Except
 from tango.server import Device, attribute, command, device_property, run
 
@@ -29,6 +28,7 @@ from devices.receiver_link import (
     embedded_config,
 )
 from devices.settings import TRIGGER_MODE_HELP, AcquisitionSettings, TriggerMode
+from receiver.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class DetectorDevice(Device):
         self._events.start()
         try:
             self._acquisition = self._build()
-        except (BackendError, ReceiverUnreachable, ValidationError, OSError) as exc:
+        except (BackendError, ReceiverUnreachable, ConfigError, OSError) as exc:
             self._startup = f"cannot start: {exc}; fix the properties, then Init"
         self._events.signal()
 

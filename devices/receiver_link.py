@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ import requests
 
 from receiver import liveview
 from receiver.api import ApiServer, create_app
-from receiver.config import ReceiverConfig
+from receiver.config import ConfigError, ReceiverConfig, load
 from receiver.receiver import Receiver
 
 HTTP_TIMEOUT_S = 2.0
@@ -166,6 +165,17 @@ def _checked(response: requests.Response) -> requests.Response:
     return response
 
 
+PROPERTY_NAMES = {
+    "connect": "StreamAddress",
+    "data_root": "DataRoot",
+    "detector_name": "DetectorName",
+    "workers": "ReceiverWorkers",
+    "http_port": "ReceiverHttpPort",
+    "forward": "ReceiverForward",
+    "config": "DataRoot",
+}
+
+
 def embedded_config(
     stream_endpoint: str,
     data_root: str,
@@ -174,12 +184,22 @@ def embedded_config(
     http_port: int,
     forward: str,
 ) -> ReceiverConfig:
-    """The embedded receiver's configuration from the device properties."""
-    return ReceiverConfig(
-        connect=[stream_endpoint],
-        data_root=Path(data_root),
-        detector_name=detector_name,
-        workers=workers,
-        http_port=max(http_port, 0),
-        forward=forward or None,
-    )
+    """The embedded receiver's configuration from the device properties.
+
+    Raises ``ConfigError`` naming the device property to fix.
+    """
+    settings = {
+        "connect": [stream_endpoint],
+        "data_root": data_root,
+        "detector_name": detector_name,
+        "workers": workers,
+        "http_port": max(http_port, 0),
+        "forward": forward or None,
+    }
+    try:
+        return load(None, settings)
+    except ConfigError as exc:
+        message = str(exc)
+        for field, prop in PROPERTY_NAMES.items():
+            message = message.replace(f"{field}.0:", f"{prop}:").replace(f"{field}:", f"{prop}:")
+        raise ConfigError(message) from None

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Processes
+from tests.tango_bench import Bench, running_bench
 
 
 class _ErrorCollector(logging.Handler):
@@ -41,3 +42,9 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield procs
     finally:
         procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    """A Tango database (DatabaseDS, sqlite) on 127.0.0.1 for one test module."""
+    yield from running_bench(tmp_path_factory.mktemp("tango"))

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,14 +37,17 @@ class Processes:
         self._log_dir = log_dir
         self._procs: list[tuple[subprocess.Popen, Path]] = []
 
-    def start(self, command: str, *args: str) -> subprocess.Popen:
-        log = self._log_dir / f"{command}-{len(self._procs)}.log"
+    def start(
+        self, command: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
+        """Start ``command`` from the venv (or an absolute path) with ``env`` added to ours."""
+        log = self._log_dir / f"{Path(command).name}-{len(self._procs)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [str(VENV_BIN / command), *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
         self._procs.append((proc, log))
         return proc
@@ -71,13 +74,19 @@ class Processes:
                 return log.read_text(errors="replace")
         raise KeyError("not a process started here")
 
+    def stop(self, proc: subprocess.Popen) -> None:
+        """End one process started here: SIGINT, then SIGKILL after 10 s."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
     def stop_all(self) -> None:
         for proc, _ in self._procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
         for proc, _ in self._procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            self.stop(proc)
