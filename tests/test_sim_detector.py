@@ -11,6 +11,7 @@ import zmq
 
 from receiver.model import Image, SeriesEnd, SeriesStart
 from receiver.protocols import bslz4, stins
+from sim import sim_cli
 from sim.detector import DetectorError, DetectorState, Exposure, SimulatedDetector
 from sim.frames import synthetic_frame
 from sim.trigger_input import fire
@@ -220,3 +221,15 @@ def test_fire_without_a_listener_times_out_with_advice(monkeypatch: pytest.Monke
     monkeypatch.setattr("sim.trigger_input.DELIVERY_TIMEOUT_MS", 100)
     with pytest.raises(TimeoutError, match="no simulated detector listens for triggers"):
         fire("tcp://127.0.0.1:1")
+
+
+def test_daq_sim_trigger_pulses_an_armed_detector(
+    detector: SimulatedDetector, stream: Collector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    detector.configure(exposure("EXTERNAL"))
+    detector.arm("cli.h5")
+    assert detector.trigger_endpoint is not None
+    assert sim_cli.main(["trigger", detector.trigger_endpoint]) == 0
+    finished(detector, stream)
+    assert len(stream.images()) == 6
+    assert "1 pulse(s) sent" in capsys.readouterr().out
