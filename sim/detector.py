@@ -77,6 +77,17 @@ class SimulatedDetector:
         self.shape = tuple(int(n) for n in shape)
         self.dtype = dtype
         self.compression = compression
+        self._lock = threading.Lock()
+        self._state = DetectorState.IDLE
+        self._error = ""
+        self._exposure = Exposure(0.1, 0.1, "INTERNAL", 1, 1)
+        self._triggers: queue.Queue[float] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._msg_number = 0
+        self._injected_fault = ""
+        self.frames_sent = 0
+        self.triggers_ignored = 0
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)
         self._send_timeout_s = send_timeout_s
@@ -100,17 +111,6 @@ class SimulatedDetector:
                 self.close()
                 raise DetectorError(str(exc)) from None
             self._trigger_input.start()
-        self._lock = threading.Lock()
-        self._state = DetectorState.IDLE
-        self._error = ""
-        self._exposure = Exposure(0.1, 0.1, "INTERNAL", 1, 1)
-        self._triggers: queue.Queue[float] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._msg_number = 0
-        self._injected_fault = ""
-        self.frames_sent = 0
-        self.triggers_ignored = 0
 
     @property
     def trigger_endpoint(self) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from tango.test_context import DeviceTestContext
 from devices.detector_device import DetectorDevice
 from sim.frames import synthetic_frame
 from sim.ports import free_port
+from sim.trigger_input import fire
 from tests.helpers import wait_until
 
 SHAPE = (24, 20)
@@ -31,6 +34,9 @@ SETTINGS = (
     "DestinationFilename",
     "Filename",
 )
+
+
+TRIGGER_INPUT = f"tcp://127.0.0.1:{free_port()}"
 
 
 def properties(data_root: Path, **extra: Any) -> dict[str, Any]:
@@ -53,7 +59,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def device(data_root: Path) -> Iterator[tango.DeviceProxy]:
-    with DeviceTestContext(DetectorDevice, properties=properties(data_root), process=True) as dev:
+    props = properties(data_root, TriggerInputAddress=TRIGGER_INPUT)
+    with DeviceTestContext(DetectorDevice, properties=props, process=True) as dev:
         yield dev
 
 
@@ -262,3 +269,65 @@ def test_stop_ends_a_long_series_early(on: tango.DeviceProxy, data_root: Path) -
     assert on.state() == tango.DevState.ON
     assert time.monotonic() - started < 5
     assert 3 <= frames_in(data_root / "long.h5").shape[0] < 100_000
+
+
+def test_counts_below_one_are_refused_by_the_attribute_limits(on: tango.DeviceProxy) -> None:
+    for name in ("nTriggers", "nFramesPerTrigger"):
+        with pytest.raises(tango.DevFailed, match=r"below the minimum|min_value|out of range"):
+            on.write_attribute(name, 0)
+        assert on.read_attribute(name).value == 1
+
+
+def test_gate_with_several_frames_per_gate_is_refused_at_arm(on: tango.DeviceProxy) -> None:
+    on.TriggerMode = "GATE"
+    on.nFramesPerTrigger = 2
+    with pytest.raises(tango.DevFailed, match="GATE takes one frame per gate pulse"):
+        on.Arm()
+    assert on.state() == tango.DevState.ON
+
+
+def test_external_mode_waits_for_the_trigger_input(on: tango.DeviceProxy, data_root: Path) -> None:
+    on.TriggerMode = "EXTERNAL"
+    on.nTriggers = 2
+    on.nFramesPerTrigger = 2
+    on.DestinationFilename = "external.h5"
+    on.Arm()
+    time.sleep(0.2)
+    assert on.state() == tango.DevState.RUNNING
+    assert on.nFramesAcquired == 0
+    fire(TRIGGER_INPUT)
+    until_on(on)
+    assert frames_in(data_root / "external.h5").shape[0] == 4
+
+
+def test_busy_stream_port_is_fault_at_start_and_init_recovers(tmp_path: Path) -> None:
+    props = properties(tmp_path)
+    port = int(props["StreamAddress"].rsplit(":", 1)[1])
+    # Another process holds the port: the device server is forked, so a socket of
+    # this process would be inherited by it and never freed.
+    squatter = subprocess.Popen(
+        [sys.executable, "-c", SQUAT, str(port)], stdout=subprocess.PIPE, text=True
+    )
+    assert squatter.stdout is not None
+    try:
+        assert squatter.stdout.readline() == "bound\n"
+        with DeviceTestContext(DetectorDevice, properties=props, process=True) as dev:
+            assert dev.state() == tango.DevState.FAULT
+            assert f"cannot bind the data stream on {props['StreamAddress']}" in dev.status()
+            squatter.kill()
+            squatter.wait()
+            wait_until(lambda: dev.Init() or dev.state() == tango.DevState.ON, 5, "ON after Init")
+    finally:
+        squatter.kill()
+        squatter.wait()
+        squatter.stdout.close()
+
+
+SQUAT = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+print("bound", flush=True)
+time.sleep(60)
+"""
