@@ -1,13 +1,18 @@
 """``daq-sim``: run or operate a hardware simulator on 127.0.0.1.
 
-``daq-sim trigger ADDRESS`` pulses the trigger input of a simulated detector,
-as a timing system's TTL output would (EXTERNAL, EXTERNAL_MULTI, GATE modes).
+``daq-sim eiger --port P`` runs a simulated DECTRIS EIGER 1M (SIMPLON 1.8 REST
+API) until interrupted. ``daq-sim trigger ADDRESS`` pulses the trigger input
+of a simulated detector, as a timing system's TTL output would (EXTERNAL,
+EXTERNAL_MULTI, GATE modes; the Eiger's exts and exte).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 
 from sim.trigger_input import fire
 
@@ -21,7 +26,26 @@ def main(argv: list[str] | None = None) -> int:
     trigger.add_argument(
         "--width", type=float, default=0.0, help="gate width in s (GATE mode; 0 = an edge)"
     )
+    eiger = commands.add_parser(
+        "eiger", help="run a simulated EIGER 1M (SIMPLON 1.8 REST API) on 127.0.0.1"
+    )
+    eiger.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    eiger.add_argument(
+        "--trigger-input",
+        metavar="ADDRESS",
+        help="bind the external trigger input here (e.g. tcp://127.0.0.1:9998) for "
+        "`daq-sim trigger` in exts/exte modes",
+    )
+    eiger.add_argument(
+        "--initialized",
+        action="store_true",
+        help="start idle instead of 'na' (a real detector needs the initialize command first)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "eiger":
+        if not 0 <= args.port <= 65535:
+            parser.error("--port must be in 0..65535")
+        return _run_eiger(args.port, args.trigger_input, args.initialized)
     if args.count < 1 or args.width < 0:
         parser.error("--count must be >= 1 and --width >= 0")
     try:
@@ -30,6 +54,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"daq-sim: {exc}", file=sys.stderr)
         return 1
     print(f"{args.count} pulse(s) sent to {args.address}")
+    return 0
+
+
+def _run_eiger(port: int, trigger_input: str | None, initialized: bool) -> int:
+    from sim.eiger.server import EigerSimulator, SimulatorError
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    simulator = EigerSimulator(port=port, trigger_endpoint=trigger_input, initialized=initialized)
+    try:
+        simulator.start()
+    except SimulatorError as exc:
+        print(f"daq-sim: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        trigger = f", trigger input {simulator.trigger_endpoint}" if trigger_input else ""
+        print(f"EIGER simulator: SIMPLON 1.8.0 on {simulator.url}{trigger}", flush=True)
+        stop.wait()
+    finally:
+        simulator.stop()
     return 0
 
 
