@@ -69,7 +69,10 @@ class Backend(ABC):
         """Free the hardware connection; the backend is not used again."""
 
 
-BACKENDS: dict[str, str] = {"simulator": "devices.backends.simulator:SimulatorBackend"}
+BACKENDS: dict[str, str] = {
+    "simulator": "devices.backends.simulator:SimulatorBackend",
+    "eiger": "devices.backends.eiger:EigerBackend",
+}
 """Backend name (the ``Backend`` device property) -> ``module:class``, imported on demand."""
 
 
