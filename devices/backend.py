@@ -31,6 +31,8 @@ class Backend(ABC):
 
     name: str
     trigger_modes: frozenset[TriggerMode]
+    stream_protocol: str = "stins"
+    """The receiver protocol of the detector's stream (``receiver.protocols.PROTOCOLS``)."""
 
     @classmethod
     @abstractmethod

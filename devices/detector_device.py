@@ -41,6 +41,8 @@ MAX_IMAGE_SIDE = 8192
 BACKEND_PROPERTIES = (
     "DetectorAddress",
     "StreamAddress",
+    "StreamFormat",
+    "HeaderDetail",
     "TriggerInputAddress",
     "FrameShape",
     "PixelType",
@@ -52,7 +54,9 @@ class DetectorDevice(Device):
     """A detector and its stream-receiver, as one device a scan can drive."""
 
     Backend = device_property(
-        dtype=str, default_value="simulator", doc="kind of detector hardware: simulator"
+        dtype=str,
+        default_value="simulator",
+        doc="kind of detector hardware: simulator, eiger, pilatus",
     )
     DetectorAddress = device_property(
         dtype=str, default_value="", doc="control address of the hardware (unused by the simulator)"
@@ -61,6 +65,14 @@ class DetectorDevice(Device):
         dtype=str,
         default_value="tcp://127.0.0.1:9999",
         doc="ZeroMQ endpoint of the detector's data stream (the simulator binds it)",
+    )
+    StreamFormat = device_property(
+        dtype=str,
+        default_value="legacy",
+        doc="eiger: stream format, legacy (Dectris stream v1) or cbor (stream v2)",
+    )
+    HeaderDetail = device_property(
+        dtype=str, default_value="basic", doc="eiger: stream header_detail, all, basic or none"
     )
     TriggerInputAddress = device_property(
         dtype=str,
@@ -147,7 +159,7 @@ class DetectorDevice(Device):
         options = {name: getattr(self, name) for name in BACKEND_PROPERTIES}
         backend = create_backend(self.Backend, options)
         try:
-            receiver = self._receiver_link(backend.stream_endpoint)
+            receiver = self._receiver_link(backend.stream_endpoint, backend.stream_protocol)
         except Exception:
             backend.close()
             raise
@@ -159,11 +171,12 @@ class DetectorDevice(Device):
             on_change=self._events.signal,
         )
 
-    def _receiver_link(self, stream_endpoint: str) -> ReceiverLink:
+    def _receiver_link(self, stream_endpoint: str, protocol: str) -> ReceiverLink:
         if self.Receiver.strip().lower() != "embedded":
             return RemoteReceiver(self.Receiver.strip())
         config = embedded_config(
             stream_endpoint,
+            protocol,
             self.DataRoot,
             self.DetectorName,
             self.ReceiverWorkers,

@@ -178,6 +178,7 @@ PROPERTY_NAMES = {
 
 def embedded_config(
     stream_endpoint: str,
+    protocol: str,
     data_root: str,
     detector_name: str,
     workers: int,
@@ -190,6 +191,7 @@ def embedded_config(
     """
     settings = {
         "connect": [stream_endpoint],
+        "protocol": protocol,
         "data_root": data_root,
         "detector_name": detector_name,
         "workers": workers,

@@ -37,7 +37,8 @@ def simulator() -> SimulatorBackend:
 
 
 def embedded(endpoint: str, data_root: Path) -> EmbeddedReceiver:
-    return EmbeddedReceiver(embedded_config(endpoint, str(data_root), "det", 1, -1, ""), False)
+    config = embedded_config(endpoint, "stins", str(data_root), "det", 1, -1, "")
+    return EmbeddedReceiver(config, serve_http=False)
 
 
 @pytest.fixture

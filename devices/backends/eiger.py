@@ -97,6 +97,10 @@ class EigerBackend(Backend):
         return self._options.stream_address
 
     @property
+    def stream_protocol(self) -> str:  # type: ignore[override]
+        return "dectris-v1" if self._options.stream_format == "legacy" else "dectris-v2"
+
+    @property
     def state(self) -> BackendState:
         return self._state
 
