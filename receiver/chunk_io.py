@@ -3,7 +3,8 @@
 ``write_chunks`` is the hot path (C loop in ``receiver._chunks``);
 ``write_chunks_h5py`` does the same with h5py's ``write_direct_chunk`` and
 is the reference the tests compare it with. Both store each blob unchanged
-as the chunk at ``(index, 0, ...)``.
+as the chunk at ``(index, 0, ...)``, or ``(index, plane, 0, ...)`` for the
+planes of a stacked frame (one chunk per threshold or module).
 """
 
 from __future__ import annotations
@@ -58,9 +59,15 @@ def _loaded_hdf5() -> Path:
 
 
 def write_chunks(
-    dataset: h5py.Dataset, indices: Sequence[int], blobs: Sequence[Buffer], filter_mask: int = 0
+    dataset: h5py.Dataset,
+    indices: Sequence[int],
+    blobs: Sequence[Buffer],
+    filter_mask: int = 0,
+    planes: Sequence[int] | None = None,
 ) -> None:
     """Write ``blobs[i]`` as the chunk of frame index ``indices[i]``, all in one C call.
+
+    With ``planes``, ``blobs[i]`` is the chunk of plane ``planes[i]`` of that frame.
 
     h5py's global lock (``phil``, h5py's own, imported from its internals) is
     held so that no other thread enters HDF5 meanwhile, as HDF5 is not
@@ -73,6 +80,8 @@ def write_chunks(
     rank = dataset.ndim
     offsets = np.zeros((count, rank), dtype=np.uint64)
     offsets[:, 0] = indices
+    if planes is not None:
+        offsets[:, 1] = planes
     sizes = np.fromiter((len(b) for b in blobs), dtype=np.uintp, count=count)
     keep = [ffi.from_buffer(b) for b in blobs]
     buffers = ffi.new("const void *[]", keep)
@@ -97,9 +106,17 @@ def write_chunks(
 
 
 def write_chunks_h5py(
-    dataset: h5py.Dataset, indices: Sequence[int], blobs: Sequence[Buffer], filter_mask: int = 0
+    dataset: h5py.Dataset,
+    indices: Sequence[int],
+    blobs: Sequence[Buffer],
+    filter_mask: int = 0,
+    planes: Sequence[int] | None = None,
 ) -> None:
     """The reference: the same chunks through h5py, one call per chunk."""
     origin = (0,) * (dataset.ndim - 1)
-    for index, blob in zip(indices, blobs, strict=True):
-        dataset.id.write_direct_chunk((index, *origin), blob, filter_mask)
+    if planes is None:
+        for index, blob in zip(indices, blobs, strict=True):
+            dataset.id.write_direct_chunk((index, *origin), blob, filter_mask)
+        return
+    for index, plane, blob in zip(indices, planes, blobs, strict=True):
+        dataset.id.write_direct_chunk((index, plane, *origin[1:]), blob, filter_mask)

@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"{fields['connect'].description} (repeatable; default tcp://127.0.0.1:9999)",
     )
     parser.add_argument("--protocol", choices=sorted(PARSERS), help=fields["protocol"].description)
+    parser.add_argument("--socket", choices=["pull", "sub"], help=fields["socket"].description)
     parser.add_argument("--workers", type=int, help=fields["workers"].description)
     parser.add_argument("--io-threads", type=int, help=fields["io_threads"].description)
     parser.add_argument("--forward", metavar="ENDPOINT", help=fields["forward"].description)
@@ -67,6 +68,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {
         "connect": args.connect,
         "protocol": args.protocol,
+        "socket": args.socket,
         "workers": args.workers,
         "io_threads": args.io_threads,
         "forward": args.forward,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -38,7 +38,17 @@ class ReceiverConfig(BaseModel):
         min_length=1,
         description="ZeroMQ endpoints of the stream; every worker connects a PULL socket to each",
     )
-    protocol: str = Field(default="stins", description="wire protocol of the stream")
+    protocol: str = Field(
+        default="stins",
+        description="wire protocol of the stream: stins, dectris-v1 (Eiger stream v1, JSON), "
+        "dectris-v2 (Eiger stream v2, CBOR) or sls (SLS detector JSON header, one module)",
+    )
+    socket: Literal["pull", "sub"] = Field(
+        default="pull",
+        description="socket type the workers connect: pull (a PUSH stream: STINS, Dectris) or "
+        "sub (a PUB stream, such as the SLS receiver's; one worker, and a PUB sender drops "
+        "what a slow receiver cannot take)",
+    )
     workers: int = Field(default=2, ge=1, le=64, description="parallel receiving threads")
     io_threads: int = Field(default=1, ge=1, le=16, description="ZeroMQ I/O threads")
     rcvhwm: int | None = Field(
@@ -107,6 +117,15 @@ class ReceiverConfig(BaseModel):
     @property
     def worker_rcvhwm(self) -> int:
         return self.rcvhwm or max(2, SHARED_RCVHWM // self.workers)
+
+    @model_validator(mode="after")
+    def _one_subscriber(self) -> ReceiverConfig:
+        if self.socket == "sub" and self.workers != 1:
+            raise ValueError(
+                "socket 'sub' needs workers = 1: every subscriber gets every message of a "
+                "PUB stream, so several workers would store each frame several times"
+            )
+        return self
 
     @model_validator(mode="after")
     def _data_root_exists(self) -> ReceiverConfig:

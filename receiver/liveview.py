@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
-from receiver.model import Image
+from receiver.model import Image, StackedImage
 from receiver.protocols import bslz4
 
 CONTRAST_PERCENTILES = (0.5, 99.9)
@@ -41,6 +41,10 @@ def decode(image: Image) -> np.ndarray:
         return _from_raw(image)
     if image.compression == "bslz4":
         try:
+            if isinstance(image, StackedImage):
+                return np.stack(
+                    [bslz4.decompress(c, image.shape[1:], image.dtype) for c in image.chunks()]
+                )
             return bslz4.decompress(image.data, image.shape, image.dtype)
         except (ValueError, RuntimeError) as exc:
             raise FrameDecodeError(

@@ -3,11 +3,19 @@
 Workers produce them, the collector orders them by ``seq``, the writer and the
 forwarder consume them. ``seq`` is the position of the message in its stream
 (STINS ``msg_number``), the only ordering key the collector needs.
+
+Protocols without a stream-wide number (Dectris stream v1/v2, SLS) number
+their messages per series instead: ``series`` names the series (the
+detector's series id) and ``seq`` is the position inside it - 0 for the
+header, ``frame + 1`` for frame ``frame`` - while a series end, whose position
+nobody announces, has ``seq`` -1 (see ``receiver/series_reorder.py``). STINS
+leaves ``series`` at None.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +32,9 @@ class SeriesStart:
     filename: str
     meta: dict[str, Any] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)
+    series: Hashable | None = None
+    frames: int | None = None
+    """Frames the series will have, when the header announces it (per-series protocols)."""
 
 
 @dataclass(slots=True)
@@ -38,6 +49,7 @@ class Image:
     data: Buffer
     discard: bool = False
     fields: dict[str, Any] = field(default_factory=dict)
+    series: Hashable | None = None
 
     @property
     def nbytes(self) -> int:
@@ -46,11 +58,35 @@ class Image:
 
 
 @dataclass(slots=True)
+class StackedImage(Image):
+    """A frame of several planes along its first axis, each its own chunk as it came.
+
+    The thresholds of a Dectris stream v2 frame come as one compressed chunk
+    each; they cannot be merged without decompressing, so they are stored as
+    the chunks of ``shape[0]`` planes of ``shape[1:]``. ``data`` holds the
+    chunks back to back and ``chunk_sizes`` their byte lengths, so sizes add up
+    like those of any frame.
+    """
+
+    chunk_sizes: tuple[int, ...] = ()
+
+    def chunks(self) -> list[memoryview]:
+        """One buffer per plane, without copying."""
+        view = memoryview(self.data).cast("B")
+        out, start = [], 0
+        for size in self.chunk_sizes:
+            out.append(view[start : start + size])
+            start += size
+        return out
+
+
+@dataclass(slots=True)
 class SeriesEnd:
     """The series is complete: close the file."""
 
     seq: int
     fields: dict[str, Any] = field(default_factory=dict)
+    series: Hashable | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +95,7 @@ class Malformed:
 
     seq: int
     reason: str
+    series: Hashable | None = None
 
 
 Message = SeriesStart | Image | SeriesEnd

@@ -5,7 +5,9 @@ Layout: ``/entry`` (NXentry) / ``instrument`` (NXinstrument) / ``<detector>``
 frame number stored at each index, -1 where a frame is missing),
 ``missing_frames`` and the header metadata; ``/entry/data`` (NXdata) links to
 ``data``. Chunks are written with direct chunk writes: bslz4 frames go in as
-received under filter 32008, so nothing is decompressed on the way.
+received under filter 32008, so nothing is decompressed on the way. A frame
+of several planes (the thresholds of a Dectris stream v2 frame) is stored
+with the planes as the second axis, one chunk per plane as it came.
 
 The dataset grows by doubling and is trimmed at close, and frame numbers are
 kept in memory and written once, because resizing and writing a tiny dataset
@@ -27,7 +29,7 @@ import hdf5plugin
 import numpy as np
 
 from receiver.chunk_io import ChunkWriteError, write_chunks
-from receiver.model import Buffer, Image
+from receiver.model import Buffer, Image, StackedImage
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class NexusFile:
         self._detector = detector
         self._data: h5py.Dataset | None = None
         self._layout: tuple[tuple[int, ...], np.dtype, str] | None = None
+        self._stacked = False
         self._numbers = np.full(0, -1, dtype=np.int64)
         self._discarded: list[int] = []
         self._highest = -1
@@ -88,6 +91,8 @@ class NexusFile:
         returned, not stored. An I/O error raises :class:`ChunkWriteError`
         after recording what was written before it.
         """
+        if self._stacked or (self._data is None and images and type(images[0]) is StackedImage):
+            return self._write_stacked(images)
         refused: list[FrameRejectedError] = []
         indices: list[int] = []
         blobs: list[Buffer] = []
@@ -111,11 +116,51 @@ class NexusFile:
             self._highest = max(self._highest, *indices, -1)
         return refused
 
-    def _place(self, image: Image) -> int:
+    def _write_stacked(self, images: Sequence[Image]) -> list[FrameRejectedError]:
+        """:meth:`write_many` for frames of several planes: one chunk per plane, as received."""
+        refused: list[FrameRejectedError] = []
+        frames: list[int] = []
+        indices: list[int] = []
+        planes: list[int] = []
+        blobs: list[Buffer] = []
+        for image in images:
+            if not isinstance(image, StackedImage):
+                refused.append(
+                    FrameRejectedError(
+                        f"frame {image.frame} is a single plane but the series started with "
+                        "frames of several planes; it was not stored"
+                    )
+                )
+                continue
+            try:
+                index = self._place(image, stacked=True)
+            except FrameRejectedError as exc:
+                refused.append(exc)
+                continue
+            self._numbers[index] = image.frame
+            frames.append(index)
+            for plane, chunk in enumerate(image.chunks()):
+                indices.append(index)
+                planes.append(plane)
+                blobs.append(chunk)
+        per_frame = self._layout[0][0] if self._layout else 1
+        try:
+            write_chunks(self._data, indices, blobs, planes=planes)
+        except ChunkWriteError as exc:
+            done = exc.written // per_frame
+            self._numbers[frames[done:]] = -1
+            frames = frames[:done]
+            raise
+        finally:
+            self.frames_written += len(frames)
+            self._highest = max(self._highest, *frames, -1)
+        return refused
+
+    def _place(self, image: Image, stacked: bool = False) -> int:
         """The index where ``image`` goes, once its layout and number are checked."""
         layout = (image.shape, image.dtype, image.compression)
         if self._data is None:
-            self._create_dataset(*layout)
+            self._create_dataset(*layout, stacked=stacked)
         elif layout != self._layout:
             shape, dtype, compression = self._layout
             raise FrameRejectedError(
@@ -180,16 +225,20 @@ class NexusFile:
         except (OSError, RuntimeError, ValueError) as exc:
             logger.warning("closing %s after an error failed too: %s", self.path, exc)
 
-    def _create_dataset(self, shape: tuple[int, ...], dtype: np.dtype, compression: str) -> None:
+    def _create_dataset(
+        self, shape: tuple[int, ...], dtype: np.dtype, compression: str, stacked: bool = False
+    ) -> None:
+        """One chunk per frame, or per plane of a stacked frame (``shape[0]`` planes)."""
         filters = hdf5plugin.Bitshuffle(cname="lz4") if compression == "bslz4" else {}
         self._data = self._detector.create_dataset(
             "data",
             shape=(0, *shape),
             maxshape=(None, *shape),
-            chunks=(1, *shape),
+            chunks=(1, 1, *shape[1:]) if stacked else (1, *shape),
             dtype=dtype,
             **filters,
         )
+        self._stacked = stacked
         self._layout = (shape, dtype, compression)
         nxdata = self._h5["entry"].create_group("data")
         nxdata.attrs["NX_class"] = "NXdata"

@@ -17,8 +17,9 @@ from receiver.collector import Collector
 from receiver.config import ReceiverConfig
 from receiver.forwarder import Forwarder
 from receiver.model import Image, Malformed, Message
-from receiver.protocols import PARSERS
+from receiver.protocols import PROTOCOLS
 from receiver.reorder import Reorderer
+from receiver.series_reorder import SeriesReorderer
 from receiver.state import StatusBoard
 from receiver.workers import Worker
 from receiver.writer import SeriesWriter
@@ -37,8 +38,13 @@ class Receiver:
         self._unreadable: deque[str] = deque(maxlen=UNREADABLE_KEPT)
         self._downsample = 1
         self._context = zmq.Context(io_threads=config.io_threads)
-        self._reorderer: Reorderer[Message | Malformed] = Reorderer(
-            config.reorder_window, config.gap_timeout, config.reorder_bytes
+        protocol = PROTOCOLS[config.protocol]
+        self._reorderer: Reorderer[Message | Malformed] = (
+            Reorderer(config.reorder_window, config.gap_timeout, config.reorder_bytes)
+            if protocol.series is None
+            else SeriesReorderer(
+                config.reorder_window, config.gap_timeout, config.reorder_bytes, protocol.series
+            )
         )
         self._writer = SeriesWriter(config, self.board, self._unreadable)
         self._forwarder = (
@@ -51,7 +57,7 @@ class Receiver:
         self._collector = Collector(
             self._reorderer, self._writer, self._forwarder, config.batch_bytes
         )
-        parse = PARSERS[config.protocol]
+        parse = protocol.parse
         self._workers = [
             Worker(
                 i,
@@ -62,6 +68,7 @@ class Receiver:
                 parse,
                 self._reorderer,
                 self._report_unreadable,
+                subscribe=config.socket == "sub",
             )
             for i in range(config.workers)
         ]

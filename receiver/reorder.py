@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -32,10 +32,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Messages ``first``..``last`` never arrived; the stream went on without them."""
+    """Messages ``first``..``last`` never arrived; the stream went on without them.
+
+    For a stream numbered per series, ``series`` names the series and
+    ``first``..``last`` are frame numbers (-1 standing for its header).
+    """
 
     first: int
     last: int
+    series: Hashable | None = None
 
     @property
     def count(self) -> int:

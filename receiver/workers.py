@@ -27,7 +27,7 @@ BATCH = 256
 
 
 class Worker(threading.Thread):
-    """One PULL socket connected to every stream endpoint."""
+    """One PULL (or, for a PUB stream, SUB) socket connected to every stream endpoint."""
 
     def __init__(
         self,
@@ -39,9 +39,12 @@ class Worker(threading.Thread):
         parse: Parser,
         reorderer: Reorderer[Message | Malformed],
         on_unreadable: Callable[[str], None],
+        subscribe: bool = False,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
-        self._socket = context.socket(zmq.PULL)
+        self._socket = context.socket(zmq.SUB if subscribe else zmq.PULL)
+        if subscribe:
+            self._socket.setsockopt(zmq.SUBSCRIBE, b"")
         self._socket.rcvhwm = rcvhwm
         self._socket.rcvtimeo = POLL_MS
         self._socket.linger = 0
@@ -100,6 +103,6 @@ class Worker(threading.Thread):
                 logger.warning("unreadable message skipped: %s", exc.reason)
                 self._on_unreadable(exc.reason)
                 return None
-            return exc.seq, Malformed(exc.seq, exc.reason), False, 0
+            return exc.seq, Malformed(exc.seq, exc.reason, exc.series), False, 0
         nbytes = len(message.data) if isinstance(message, Image) else 0
         return message.seq, message, isinstance(message, SeriesStart), nbytes

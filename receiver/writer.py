@@ -111,17 +111,22 @@ class SeriesWriter:
                 self._start(item)
             case SeriesEnd():
                 self._end()
-            case Malformed(seq=seq, reason=reason):
+            case Malformed(seq=seq, reason=reason, series=series):
                 self._board.series.malformed_messages += 1
-                self._board.fail(f"malformed message (msg_number {seq}) skipped: {reason}")
-            case Gap(first=first, last=last):
+                where = f"msg_number {seq}" if series is None else _place(series, seq)
+                self._board.fail(f"malformed message ({where}) skipped: {reason}")
+            case Gap(first=first, last=last, series=series):
                 self._board.series.messages_lost += last - first + 1
                 detail = f": {self._unreadable.popleft()}" if self._unreadable else ""
-                self._board.fail(f"messages {first}..{last} of the stream never arrived{detail}")
+                if series is None:
+                    what = f"messages {first}..{last} of the stream"
+                else:
+                    what = f"{_frames(first, last)} of series {_series_name(series)}"
+                self._board.fail(f"{what} never arrived{detail}")
             case Stale(count=count):
                 self._board.fail(
-                    f"{count} messages of an earlier series arrived after a new series started "
-                    "and were dropped"
+                    f"{count} messages arrived after the receiver had moved past their place "
+                    "(an earlier series, or twice) and were dropped"
                 )
 
     def _start(self, header: SeriesStart) -> None:
@@ -222,3 +227,23 @@ class SeriesWriter:
                 f"{len(series.missing_frames)} frames missing from the file: {shown}{more}"
             )
         self._board.end_series()
+
+
+def _series_name(series: object) -> str:
+    """A series key as a user reads it: ``14``, or ``16/01HRCJF83S...`` for a (id, unique id)."""
+    if isinstance(series, tuple):
+        return "/".join(str(part) for part in series if part != "")
+    return str(series)
+
+
+def _place(series: object, seq: int) -> str:
+    """Where a message of a per-series stream belonged: its header (0) or frame ``seq - 1``."""
+    what = "header" if seq == 0 else f"frame {seq - 1}"
+    return f"{what} of series {_series_name(series)}"
+
+
+def _frames(first: int, last: int) -> str:
+    """Frames ``first``..``last`` of a series, -1 standing for its header."""
+    if first < 0:
+        return "the header" if last < 0 else f"the header and frames 0..{last}"
+    return f"frame {first}" if first == last else f"frames {first}..{last}"

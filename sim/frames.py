@@ -21,28 +21,33 @@ from receiver.protocols import bslz4
 
 BACKGROUND_SEED = 20_240_601
 BACKGROUND_MEAN_COUNTS = 0.5
+CHANNEL_STEP = 100
 
 
-def synthetic_frame(frame: int, shape: Sequence[int], dtype: npt.DTypeLike) -> np.ndarray:
+def synthetic_frame(
+    frame: int, shape: Sequence[int], dtype: npt.DTypeLike, channel: int = 0
+) -> np.ndarray:
     """Frame ``frame``: the shared background plus the frame number (wrapping for integers).
 
+    Channel (threshold) ``channel`` of a multi-threshold frame adds
+    ``channel * CHANNEL_STEP`` more, so every plane says which one it is.
     A new array every call, so it can be handed to ZeroMQ without copying and
     never be changed while a send is still in flight.
     """
     dtype = np.dtype(dtype)
     background = _background(tuple(int(n) for n in shape), dtype)
-    return np.add(background, _offset(frame, dtype), dtype=dtype)
+    return np.add(background, _offset(frame + channel * CHANNEL_STEP, dtype), dtype=dtype)
 
 
 def encoded_frame(
-    frame: int, shape: Sequence[int], dtype: npt.DTypeLike, compression: str
+    frame: int, shape: Sequence[int], dtype: npt.DTypeLike, compression: str, channel: int = 0
 ) -> memoryview:
-    """The STINS image blob of frame ``frame``: raw C-order pixels or one bslz4 chunk.
+    """The image blob of frame ``frame``: raw C-order pixels or one bslz4 chunk.
 
     Not cached: every frame differs, and a cache of 20 MB blobs would hold
     gigabytes for no hit.
     """
-    pixels = synthetic_frame(frame, shape, dtype)
+    pixels = synthetic_frame(frame, shape, dtype, channel)
     if compression == "bslz4":
         return memoryview(bslz4.compress(pixels))
     if compression != "none":

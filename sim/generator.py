@@ -1,28 +1,31 @@
-"""The STINS data generator: sends series of synthetic frames over a ZeroMQ PUSH socket.
+"""The data generator: sends series of synthetic frames over a ZeroMQ PUSH socket.
 
 It stands in for a detector control unit: it binds (the receiver's PULL
-connects), numbers every message of the stream with ``msg_number``, and sends
-frames whose pixels tell their frame number (:mod:`sim.frames`), so whoever
-stores them can be checked. The settings are one pydantic model validated at
-the edge; the CLI in :mod:`sim.generator_cli` only maps flags onto it.
+connects) and sends frames whose pixels tell their frame number
+(:mod:`sim.frames`), so whoever stores them can be checked. It speaks STINS
+(every message numbered with ``msg_number``), Dectris stream v1 and v2 and
+the SLS stream (:mod:`sim.series`); :meth:`StreamGenerator.send_raw` sends
+recorded messages as they are (``daq-replay``). The settings are one pydantic
+model validated at the edge; the CLI in :mod:`sim.generator_cli` only maps
+flags onto it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import numpy as np
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from receiver.model import Buffer
-from receiver.protocols import stins
 from sim.frames import encoded_frame
+from sim.series import SeriesMessages, series_messages
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,9 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:9999"
 
 PixelType = Literal["uint8", "uint16", "uint32", "int32", "float32"]
 Compression = Literal["none", "bslz4"]
+StreamProtocol = Literal["stins", "dectris-v1", "dectris-v2", "sls"]
+HeaderDetail = Literal["all", "basic", "none"]
+SLS_TYPES = ("uint8", "uint16", "uint32")
 
 
 class GeneratorError(RuntimeError):
@@ -52,6 +58,16 @@ class GeneratorSettings(BaseModel):
     endpoint: str = Field(
         DEFAULT_ENDPOINT,
         description="ZeroMQ endpoint; port * binds to a free port (see StreamGenerator.endpoint)",
+    )
+    protocol: StreamProtocol = Field("stins", description="wire protocol of the stream")
+    header_detail: HeaderDetail = Field(
+        "basic", description="Dectris stream v1: what the header carries, as the Eiger's setting"
+    )
+    thresholds: int = Field(
+        1, ge=1, le=4, description="Dectris stream v2: channels (thresholds) per frame"
+    )
+    series_id: int = Field(
+        1, ge=0, description="Dectris series id / SLS file index of the first series; +1 per series"
     )
     connect: bool = Field(False, description="connect to a bound receiver instead of binding")
     frames: int = Field(100, ge=0, description="frames per series")
@@ -77,6 +93,20 @@ class GeneratorSettings(BaseModel):
     timeout_s: float = Field(
         10.0, gt=0, allow_inf_nan=False, description="wait for a peer / for delivery at the end"
     )
+
+    @model_validator(mode="after")
+    def _fits_the_protocol(self) -> GeneratorSettings:
+        """Refuse what the chosen protocol cannot carry, naming the protocol."""
+        if self.protocol != "stins" and len(self.shape) != 2:
+            raise ValueError(f"{self.protocol} frames have 2 dimensions, got shape {self.shape}")
+        if self.thresholds > 1 and self.protocol != "dectris-v2":
+            raise ValueError("several thresholds need protocol dectris-v2")
+        if self.protocol == "sls" and (self.compression != "none" or self.dtype not in SLS_TYPES):
+            raise ValueError(
+                f"the SLS stream sends raw {', '.join(SLS_TYPES)} pixels, not "
+                f"{self.compression} {self.dtype}"
+            )
+        return self
 
     @field_validator("endpoint")
     @classmethod
@@ -155,6 +185,8 @@ class StreamGenerator:
         self._own_context = context is None
         self._context = zmq.Context() if context is None else context
         self._msg_number = 0
+        self._series_sent = 0
+        self._frames_sent = 0
         self._failed = False
         try:
             self._socket = self._open_socket()
@@ -199,9 +231,14 @@ class StreamGenerator:
             name,
         )
         start = time.monotonic()
-        self._send(stins.encode_header(self._msg_number, name, s.meta))
-        nbytes = self._send_images()
-        self._send_last(stins.encode_series_end(self._msg_number))
+        series = series_messages(s, self._series_sent, lambda: self._msg_number, self._frames_sent)
+        header = series.header(name)
+        if header:
+            self._send(header)
+        nbytes = self._send_images(series)
+        self._send_last(series.end())
+        self._series_sent += 1
+        self._frames_sent += s.frames
         stats = SeriesStats(s.frames, nbytes, time.monotonic() - start)
         log.info(
             "series sent: %d frames, %d bytes in %.3f s (%.1f frames/s)",
@@ -244,24 +281,46 @@ class StreamGenerator:
         if self._own_context:
             self._context.term()
 
-    def _send_images(self) -> int:
+    def send_raw(self, messages: Iterable[Sequence[Buffer]], rate: float = 0.0) -> SeriesStats:
+        """Send recorded messages as they are, ``rate`` per second (0: at once).
+
+        Returns once the receiver has taken the last one, like :meth:`send_series`.
+        """
+        pacer = Pacer(rate)
+        start = time.monotonic()
+        count = nbytes = 0
+        last: Sequence[Buffer] | None = None
+        for message in messages:
+            if last is not None:
+                pacer.wait(count)
+                self._send(last)
+                count += 1
+            last = message
+            nbytes += sum(memoryview(part).nbytes for part in message)
+        if last is not None:
+            pacer.wait(count)
+            self._send_last(last)
+            count += 1
+        return SeriesStats(count, nbytes, time.monotonic() - start)
+
+    def _frame_blobs(self, frame: int) -> list[memoryview]:
+        """One encoded blob per channel (threshold) of frame ``frame``."""
+        s = self.settings
+        return [
+            encoded_frame(frame, s.shape, s.dtype, s.compression, channel)
+            for channel in range(s.thresholds)
+        ]
+
+    def _send_images(self, series: SeriesMessages) -> int:
         s = self.settings
         pacer = Pacer(s.rate)
         nbytes = 0
-        reused = [
-            encoded_frame(k, s.shape, s.dtype, s.compression)
-            for k in range(min(s.distinct_frames, s.frames))
-        ]
+        reused = [self._frame_blobs(k) for k in range(min(s.distinct_frames, s.frames))]
         for index, frame in enumerate(frame_order(s.frames, s.out_of_order, s.seed)):
-            if reused:
-                blob = reused[frame % len(reused)]
-            else:
-                blob = encoded_frame(frame, s.shape, s.dtype, s.compression)
+            blobs = reused[frame % len(reused)] if reused else self._frame_blobs(frame)
             pacer.wait(index)
-            self._send(
-                stins.encode_image(self._msg_number, frame, blob, s.shape, s.dtype, s.compression)
-            )
-            nbytes += blob.nbytes
+            self._send(series.image(frame, blobs))
+            nbytes += sum(blob.nbytes for blob in blobs)
         return nbytes
 
     def _send(self, parts: Sequence[Buffer | zmq.Frame]) -> None:

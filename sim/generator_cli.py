@@ -1,4 +1,4 @@
-"""``daq-generator``: send synthetic STINS series to a stream-receiver.
+"""``daq-generator``: send synthetic series (STINS, Dectris v1/v2, SLS) to a stream-receiver.
 
 Maps flags onto :class:`sim.generator.GeneratorSettings` and reports one line
 at the end; everything else lives in :mod:`sim.generator`.
@@ -19,9 +19,11 @@ from sim.generator import (
     Compression,
     GeneratorError,
     GeneratorSettings,
+    HeaderDetail,
     PixelType,
     SeriesStats,
     StreamGenerator,
+    StreamProtocol,
 )
 
 log = logging.getLogger("daq-generator")
@@ -57,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags; every default shown in ``--help`` comes from GeneratorSettings."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Send series of synthetic detector frames as a STINS stream over a "
-        "ZeroMQ PUSH socket, as a detector control unit does. Pixel values encode the "
-        "frame number, so stored frames can be checked against what was sent.",
+        description="Send series of synthetic detector frames over a ZeroMQ PUSH socket, as "
+        "a detector control unit does: STINS, Dectris stream v1 or v2, or the SLS stream. "
+        "Pixel values encode the frame number, so stored frames can be checked against what "
+        "was sent.",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
@@ -73,6 +76,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect",
         metavar="ENDPOINT",
         help="connect to a receiver that binds ENDPOINT instead of binding",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=get_args(StreamProtocol),
+        default=DEFAULTS.protocol,
+        help="wire protocol: stins, dectris-v1 (Eiger stream v1), dectris-v2 (Eiger stream v2, "
+        "CBOR) or sls (SLS detector, one module) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--header-detail",
+        choices=get_args(HeaderDetail),
+        default=DEFAULTS.header_detail,
+        help="dectris-v1: what the series header carries, as the Eiger's stream setting "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--thresholds",
+        type=int,
+        default=DEFAULTS.thresholds,
+        metavar="K",
+        help="dectris-v2: channels (energy thresholds) per frame (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--series-id",
+        type=int,
+        default=DEFAULTS.series_id,
+        metavar="N",
+        help="dectris-v1/v2: series id of the first series, SLS: its file index; the next "
+        "series counts on (default: %(default)s)",
     )
     parser.add_argument(
         "--frames",
@@ -119,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--meta",
         type=json_object,
         metavar="JSON",
-        help="JSON object sent as the header's 2nd part, stored in the NXdetector group",
+        help="JSON object stored by the receiver in the NXdetector group (STINS: the header's "
+        "2nd part; Dectris: added to the detector configuration)",
     )
     parser.add_argument(
         "--out-of-order",
@@ -200,6 +233,10 @@ def settings_from_args(args: argparse.Namespace) -> GeneratorSettings:
     return GeneratorSettings(
         endpoint=args.connect or args.bind,
         connect=args.connect is not None,
+        protocol=args.protocol,
+        header_detail=args.header_detail,
+        thresholds=args.thresholds,
+        series_id=args.series_id,
         frames=args.frames,
         rate=args.rate,
         shape=args.shape,

@@ -58,3 +58,25 @@ def test_a_refused_chunk_names_the_frame_and_counts_what_went_in(tmp_path):
         assert info.value.written == 1
         assert "frame index 5" in str(info.value)
         np.testing.assert_array_equal(data[0], frames(1)[0])
+
+
+def test_planes_of_a_stacked_frame_go_to_their_own_chunks_as_with_h5py(tmp_path):
+    """Thresholds of a Dectris v2 frame: chunk (frame, plane, 0, 0), one per plane."""
+    pixels = frames(6)
+    indices, planes = [1, 1, 1, 0, 0, 0], [2, 0, 1, 1, 2, 0]
+    blobs = [bslz4.compress(p) for p in pixels]
+    for name, writer in (("c.h5", write_chunks), ("ref.h5", write_chunks_h5py)):
+        with h5py.File(tmp_path / name, "w") as f:
+            data = f.create_dataset(
+                "data",
+                shape=(2, 3, *SHAPE),
+                chunks=(1, 1, *SHAPE),
+                dtype="uint32",
+                **hdf5plugin.Bitshuffle(cname="lz4"),
+            )
+            writer(data, indices, blobs, planes=planes)
+
+    with h5py.File(tmp_path / "c.h5") as ours, h5py.File(tmp_path / "ref.h5") as ref:
+        np.testing.assert_array_equal(ours["data"][()], ref["data"][()])
+        for index, plane, expected in zip(indices, planes, pixels, strict=True):
+            np.testing.assert_array_equal(ours["data"][index, plane], expected)

@@ -42,6 +42,8 @@ def test_json_file(tmp_path: Path) -> None:
         ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
         ({"detector_name": "../x"}, "detector_name"),
         ({"data_root": "/nonexistent/dir"}, "data root /nonexistent/dir is not a directory"),
+        ({"socket": "sub", "workers": 2}, "socket 'sub' needs workers = 1"),
+        ({"socket": "router"}, "socket: Input should be 'pull' or 'sub'"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_field_named(settings, expected) -> None:
@@ -73,3 +75,8 @@ def test_cli_exits_with_a_one_line_reason_on_bad_settings(tmp_path: Path) -> Non
         "stream-receiver: invalid receiver configuration: "
         "workers: Input should be greater than or equal to 1"
     ]
+
+
+@pytest.mark.parametrize("protocol", ["stins", "dectris-v1", "dectris-v2", "sls"])
+def test_every_protocol_can_be_chosen(tmp_path: Path, protocol: str) -> None:
+    assert load(overrides={"protocol": protocol, "data_root": tmp_path}).protocol == protocol

@@ -19,7 +19,7 @@ import zmq
 from pydantic import ValidationError
 
 from receiver.model import Image, Message, SeriesEnd, SeriesStart
-from receiver.protocols import bslz4, stins
+from receiver.protocols import PROTOCOLS, bslz4, stins
 from sim.frames import encoded_frame, synthetic_frame
 from sim.generator import (
     DeliveryTimeout,
@@ -427,3 +427,94 @@ def test_console_script_streams_to_a_receiver(context: zmq.Context) -> None:
     assert [m.seq for m in messages] == list(range(5))
     for image in images(messages):
         np.testing.assert_array_equal(pixels(image), synthetic_frame(image.frame, (8, 8), "uint32"))
+
+
+# --- other protocols ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"protocol": "sls", "compression": "bslz4"},
+        {"protocol": "sls", "dtype": "float32"},
+        {"protocol": "dectris-v1", "shape": [4, 4, 4]},
+        {"thresholds": 2},
+        {"protocol": "dectris-v2", "thresholds": 5},
+        {"protocol": "dectris-v3"},
+        {"header_detail": "most"},
+    ],
+)
+def test_settings_refuse_what_the_protocol_cannot_carry(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        GeneratorSettings(**{"shape": [6, 10], "compression": "none", **bad})
+
+
+def send_series_in(
+    context: zmq.Context, config: GeneratorSettings, count: int, series: int = 1
+) -> list[Message]:
+    """``series`` series parsed with the receiver's parser of the generator's protocol."""
+    parse = PROTOCOLS[config.protocol].parse
+    with StreamGenerator(config) as generator, pull(context, generator.endpoint) as socket:
+        for index in range(series):
+            generator.send_series(f"run_{index}.h5")
+        return [parse(parts) for parts in receive_parts(socket, count * series)]
+
+
+@pytest.mark.parametrize("detail", ["all", "basic", "none"])
+def test_dectris_v1_series_carry_the_series_id_and_the_file_name(
+    context: zmq.Context, detail: str
+) -> None:
+    config = settings(protocol="dectris-v1", header_detail=detail, series_id=7, out_of_order=True)
+    messages = send_series_in(context, config, 6, series=2)
+
+    headers = [m for m in messages if isinstance(m, SeriesStart)]
+    assert [(h.series, h.filename) for h in headers] == [(7, "run_0.h5"), (8, "run_1.h5")]
+    assert [h.frames for h in headers] == ([None, None] if detail == "none" else [4, 4])
+    assert [m.series for m in messages if isinstance(m, SeriesEnd)] == [7, 8]
+    for image in images(messages):
+        np.testing.assert_array_equal(
+            pixels(image), synthetic_frame(image.frame, (6, 10), "uint16")
+        )
+    assert sorted(i.frame for i in images(messages)[:4]) == [0, 1, 2, 3]
+
+
+def test_dectris_v2_frames_carry_one_chunk_per_threshold(context: zmq.Context) -> None:
+    config = settings(protocol="dectris-v2", thresholds=2, compression="bslz4")
+    header, *frames, end = send_series_in(context, config, 6)
+
+    assert (header.frames, header.fields["channels"]) == (4, ["threshold_1", "threshold_2"])
+    assert header.meta["threshold_energy"] == [4000.0, 8000.0]
+    assert isinstance(end, SeriesEnd) and end.series == header.series
+    for image in frames:
+        assert image.shape == (2, 6, 10)
+        for channel, chunk in enumerate(image.chunks()):
+            np.testing.assert_array_equal(
+                bslz4.decompress(chunk, (6, 10), "uint16"),
+                synthetic_frame(image.frame, (6, 10), "uint16", channel),
+            )
+
+
+def test_sls_acquisitions_are_frames_then_the_end_marker(context: zmq.Context) -> None:
+    config = settings(protocol="sls", compression="none", series_id=3)
+    messages = send_series_in(context, config, 5, series=2)
+
+    assert [type(m).__name__ for m in messages] == (["Image"] * 4 + ["SeriesEnd"]) * 2
+    assert [m.series for m in images(messages)] == [(3, 1)] * 4 + [(4, 5)] * 4
+    assert [m.fields["addJsonHeader"]["filename"] for m in images(messages)[::4]] == [
+        "run_0.h5",
+        "run_1.h5",
+    ]
+    for image in images(messages):
+        np.testing.assert_array_equal(
+            pixels(image), synthetic_frame(image.frame, (6, 10), "uint16")
+        )
+
+
+def test_console_script_help_names_the_protocol_options() -> None:
+    result = subprocess.run(
+        [SCRIPT, "--help"], capture_output=True, text=True, timeout=5, check=False
+    )
+    for option in ("--protocol", "--header-detail", "--thresholds", "--series-id"):
+        assert option in result.stdout
+    for protocol in ("stins", "dectris-v1", "dectris-v2", "sls"):
+        assert protocol in result.stdout

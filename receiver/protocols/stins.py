@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from receiver.model import Buffer, Image, Message, SeriesEnd, SeriesStart
+from receiver.model import Buffer, Image, Message, SeriesEnd, SeriesStart, StackedImage
 from receiver.protocols import bslz4
 from receiver.protocols.errors import MalformedMessage
 
@@ -91,6 +91,8 @@ def encode(message: Message, msg_number: int) -> list[Buffer]:
             fields.pop(key, None)
         if message.discard:
             fields["discard"] = True
+        if type(message) is StackedImage:
+            return _encode_stacked(message, msg_number, fields)
         return encode_image(
             msg_number,
             message.frame,
@@ -102,6 +104,16 @@ def encode(message: Message, msg_number: int) -> list[Buffer]:
         )
     fields.pop("htype", None)
     return encode_series_end(msg_number, **fields)
+
+
+def _encode_stacked(image: StackedImage, msg_number: int, fields: dict[str, Any]) -> list[Buffer]:
+    """One part per plane, as multi-module STINS streams carry a stack: ``chunks`` [1, H, W]."""
+    fields["chunks"] = [1, *image.shape[1:]]
+    chunks = image.chunks()
+    parts = encode_image(
+        msg_number, image.frame, chunks[0], image.shape, image.dtype, image.compression, **fields
+    )
+    return [*parts, *chunks[1:]]
 
 
 def _load_json(part: Buffer, what: str) -> Any:
@@ -190,11 +202,12 @@ def _parse_image(fields: dict[str, Any], parts: Sequence[Buffer], seq: int) -> I
         discard=bool(fields.get("discard", False)),
         fields=fields,
     )
-    _check_size(image)
+    check_blob_size(image)
     return image
 
 
-def _check_size(image: Image) -> None:
+def check_blob_size(image: Image) -> None:
+    """Raise :class:`MalformedMessage` unless the blob fits the announced shape, type and compression."""
     size = len(image.data)
     if image.compression == "none":
         if size != image.nbytes:
