@@ -141,3 +141,12 @@ def test_unreachable_detector_says_where_it_was_looked_for() -> None:
 def test_missing_address_property_is_named() -> None:
     with pytest.raises(BackendError, match="eiger properties: DetectorAddress"):
         create_backend("eiger", {"StreamAddress": "tcp://x:1"})
+
+
+def test_stop_while_waiting_for_software_triggers_ends_idle(
+    backend: EigerBackend, sink: RecordingSink
+) -> None:
+    backend.arm(settings(TriggerMode.SOFTWARE))
+    backend.stop()
+    assert backend.state is BackendState.IDLE
+    assert sink.ended == sink.series

@@ -14,6 +14,7 @@ from receiver.protocols import bslz4, stins
 from sim import sim_cli
 from sim.detector import DetectorError, DetectorState, Exposure, SimulatedDetector
 from sim.frames import synthetic_frame
+from sim.ports import free_port
 from sim.trigger_input import fire
 from tests.helpers import wait_until
 
@@ -220,7 +221,7 @@ def test_a_busy_stream_port_is_refused_with_the_address(detector: SimulatedDetec
 def test_fire_without_a_listener_times_out_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sim.trigger_input.DELIVERY_TIMEOUT_MS", 100)
     with pytest.raises(TimeoutError, match="no simulated detector listens for triggers"):
-        fire("tcp://127.0.0.1:1")
+        fire(f"tcp://127.0.0.1:{free_port()}")
 
 
 def test_daq_sim_trigger_pulses_an_armed_detector(

@@ -169,15 +169,16 @@ class EigerBackend(Backend):
         try:
             for _ in range(software_triggers):
                 if not self._next_trigger():
-                    return
+                    break
                 self._put("detector", "command/trigger", timeout=trigger_s)
             if not software_triggers:
                 self._wait_until_idle()
             if not self._stopping.is_set():
                 self._put("detector", "command/disarm")
         except BackendError as exc:
-            self._fail(str(exc))
-            return
+            if not self._stopping.is_set():
+                self._fail(str(exc))
+                return
         if self._state is BackendState.ARMED:
             self._state = BackendState.IDLE
 
