@@ -18,6 +18,7 @@ from pydantic import (
 
 from receiver import maxiv_config
 from receiver.protocols import PARSERS
+from receiver.transforms import TransformList
 
 SHARED_RCVHWM = 16
 
@@ -50,6 +51,11 @@ class ReceiverConfig(BaseModel):
         "what a slow receiver cannot take)",
     )
     workers: int = Field(default=2, ge=1, le=64, description="parallel receiving threads")
+    transforms: TransformList = Field(
+        default_factory=list,
+        description="per-frame transforms the workers apply, in order, e.g. "
+        '[{"kind": "cbf"}, {"kind": "rotate", "k": 1}] (receiver/transforms)',
+    )
     io_threads: int = Field(default=1, ge=1, le=16, description="ZeroMQ I/O threads")
     rcvhwm: int | None = Field(
         default=None,

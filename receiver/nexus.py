@@ -38,6 +38,9 @@ class FrameRejectedError(ValueError):
     """A frame that cannot go into this file (wrong shape, type, compression or duplicate)."""
 
 
+STORED_COMPRESSIONS = ("none", "bslz4")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -159,6 +162,11 @@ class NexusFile:
     def _place(self, image: Image, stacked: bool = False) -> int:
         """The index where ``image`` goes, once its layout and number are checked."""
         layout = (image.shape, image.dtype, image.compression)
+        if image.compression not in STORED_COMPRESSIONS:
+            raise FrameRejectedError(
+                f"frame {image.frame} is {image.compression!r} data, which is stored only once "
+                f'decoded: add {{"kind": "{image.compression}"}} first to the receiver\'s transforms'
+            )
         if self._data is None:
             self._create_dataset(*layout, stacked=stacked)
         elif layout != self._layout:

@@ -21,6 +21,7 @@ from receiver.protocols import PROTOCOLS
 from receiver.reorder import Reorderer
 from receiver.series_reorder import SeriesReorderer
 from receiver.state import StatusBoard
+from receiver.transforms import build_pipeline, with_transforms
 from receiver.workers import Worker
 from receiver.writer import SeriesWriter
 
@@ -57,7 +58,7 @@ class Receiver:
         self._collector = Collector(
             self._reorderer, self._writer, self._forwarder, config.batch_bytes
         )
-        parse = protocol.parse
+        parse = with_transforms(protocol.parse, build_pipeline(config.transforms))
         self._workers = [
             Worker(
                 i,

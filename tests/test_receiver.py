@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import fabio.cbfimage
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bslz4 filter for reading)
 import numpy as np
@@ -389,5 +390,88 @@ def test_a_frame_of_another_shape_is_refused_and_the_rest_is_kept(start_receiver
     assert "frame 1 has shape [8, 8]" in status["error"]
     assert status["last_series"]["frames_rejected"] == 1
     with h5py.File(tmp_path / "shapes.h5") as f:
+        assert list(f["entry/instrument/detector/sequence_number"]) == [0, -1, 2]
+        np.testing.assert_array_equal(f[DATA][2], frame_pixels(2))
+
+
+def cbf_blob(pixels: np.ndarray, tmp_path: Path) -> bytes:
+    """A Pilatus mini-CBF file of ``pixels``, written by fabio (the reference)."""
+    path = tmp_path / "frame.cbf"
+    fabio.cbfimage.CbfImage(data=pixels.astype(np.int32)).write(str(path))
+    return path.read_bytes()
+
+
+def send_cbf_series(stream: Stream, filename: str, frames: int, tmp_path: Path) -> None:
+    stream.header(filename)
+    for frame in range(frames):
+        blob = cbf_blob(frame_pixels(frame, "int32"), tmp_path)
+        stream.send(stins.encode_image(stream.msg_number, frame, blob, SHAPE, "int32", "cbf"))
+    stream.end()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_cbf_frames_are_decoded_rotated_and_stored_as_bslz4(
+    start_receiver, stream, tmp_path, workers
+):
+    receiver = start_receiver(
+        workers=workers, transforms=[{"kind": "cbf"}, {"kind": "rotate", "k": 1}]
+    )
+    send_cbf_series(stream, "pilatus.h5", 6, tmp_path)
+    status = finished(receiver)
+    assert status["state"] == "idle", status["error"]
+    with h5py.File(tmp_path / "pilatus.h5") as f:
+        data = f[DATA]
+        assert data.shape == (6, SHAPE[1], SHAPE[0])
+        assert data.dtype == np.int32
+        assert data.id.get_create_plist().get_filter(0)[0] == bslz4.HDF5_FILTER_ID
+        for frame in range(6):
+            np.testing.assert_array_equal(data[frame], np.rot90(frame_pixels(frame, "int32")))
+
+
+@pytest.mark.allow_error_log
+def test_cbf_frames_without_the_transform_are_refused_with_the_fix(
+    start_receiver, stream, tmp_path
+):
+    receiver = start_receiver()
+    send_cbf_series(stream, "raw.h5", 2, tmp_path)
+    status = finished(receiver)
+    assert status["state"] == "error"
+    assert """add {"kind": "cbf"} first to the receiver's transforms""" in status["error"]
+
+
+@pytest.mark.allow_error_log
+def test_a_corrupt_cbf_frame_is_reported_and_the_others_are_stored(
+    start_receiver, stream, tmp_path
+):
+    receiver = start_receiver(transforms=[{"kind": "cbf"}])
+    stream.header("damaged.h5")
+    for frame in range(3):
+        blob = cbf_blob(frame_pixels(frame, "int32"), tmp_path)
+        if frame == 1:
+            blob = blob[: len(blob) - 100]
+        stream.send(stins.encode_image(stream.msg_number, frame, blob, SHAPE, "int32", "cbf"))
+    stream.end()
+    status = finished(receiver)
+    assert "frame 1: cbf:" in status["error"]
+    with h5py.File(tmp_path / "damaged.h5") as f:
+        assert list(f["entry/instrument/detector/sequence_number"]) == [0, -1, 2]
+
+
+@pytest.mark.allow_error_log
+def test_a_truncated_bslz4_frame_is_refused_at_parsing_never_stored(
+    start_receiver, stream, tmp_path
+):
+    receiver = start_receiver()
+    chunk = bslz4.compress(frame_pixels(1))
+    stream.header("cut.h5")
+    stream.image(0, "bslz4")
+    stream.send(
+        stins.encode_image(stream.msg_number, 1, chunk[: len(chunk) // 2], SHAPE, "uint16", "bslz4")
+    )
+    stream.image(2, "bslz4")
+    stream.end()
+    status = finished(receiver)
+    assert "malformed message (msg_number 2) skipped: image: bslz4 chunk" in status["error"]
+    with h5py.File(tmp_path / "cut.h5") as f:
         assert list(f["entry/instrument/detector/sequence_number"]) == [0, -1, 2]
         np.testing.assert_array_equal(f[DATA][2], frame_pixels(2))

@@ -33,11 +33,12 @@ from pydantic import (
     TypeAdapter,
 )
 
-from receiver.model import Image
+from receiver.model import Buffer, Image, Message
 from receiver.transforms import cbf, mask, mono12p, rotate, tot
 from receiver.transforms.pipeline import Decoder, Pipeline, Step
 
 Transform = Callable[[Image], Image]
+Parser = Callable[[Sequence[Buffer]], Message]
 
 STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -144,3 +145,15 @@ def build_pipeline(configs: Sequence[TransformConfig | Mapping[str, Any]]) -> Tr
 
 def _unchanged(image: Image) -> Image:
     return image
+
+
+def with_transforms(parse: Parser, transform: Transform) -> Parser:
+    """``parse`` followed by ``transform`` on every image, so both run in the parallel workers."""
+    if transform is _unchanged:
+        return parse
+
+    def parse_and_transform(parts: Sequence[Buffer]) -> Message:
+        message = parse(parts)
+        return transform(message) if isinstance(message, Image) else message
+
+    return parse_and_transform

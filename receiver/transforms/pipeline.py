@@ -15,7 +15,6 @@ import numpy as np
 from receiver.model import Buffer, Image
 from receiver.protocols import bslz4
 from receiver.protocols.errors import MalformedMessage
-from receiver.transforms import checked_bslz4
 
 Step = Callable[[np.ndarray], np.ndarray]
 Decoder = Callable[[Image], np.ndarray]
@@ -35,7 +34,7 @@ def pixels(image: Image) -> np.ndarray:
         return frame
     if image.compression == "bslz4":
         try:
-            return checked_bslz4.decompress(image.data, image.shape, image.dtype)
+            return bslz4.decompress(image.data, image.shape, image.dtype)
         except ValueError as exc:
             raise MalformedMessage(str(exc)) from None
     raise MalformedMessage(
@@ -76,7 +75,9 @@ class Pipeline:
             for step in self._steps:
                 frame = step(frame)
         except MalformedMessage as exc:
-            raise MalformedMessage(f"frame {image.frame}: {exc.reason}", seq=image.seq) from None
+            raise MalformedMessage(
+                f"frame {image.frame}: {exc.reason}", seq=image.seq, series=image.series
+            ) from None
         compression = self._compression or image.compression
         return dataclasses.replace(
             image,
