@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         "`daq-sim trigger` in exts/exte modes",
     )
     eiger.add_argument(
+        "--stream",
+        metavar="ADDRESS",
+        default="tcp://127.0.0.1:9999",
+        help="bind the data stream (Dectris stream v1 or v2, as set over REST) here "
+        "(default tcp://127.0.0.1:9999; 'none' for no stream)",
+    )
+    eiger.add_argument(
         "--initialized",
         action="store_true",
         help="start idle instead of 'na' (a real detector needs the initialize command first)",
@@ -45,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eiger":
         if not 0 <= args.port <= 65535:
             parser.error("--port must be in 0..65535")
-        return _run_eiger(args.port, args.trigger_input, args.initialized)
+        return _run_eiger(args.port, args.trigger_input, args.stream, args.initialized)
     if args.count < 1 or args.width < 0:
         parser.error("--count must be >= 1 and --width >= 0")
     try:
@@ -57,16 +64,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_eiger(port: int, trigger_input: str | None, initialized: bool) -> int:
+def _run_eiger(port: int, trigger_input: str | None, stream: str, initialized: bool) -> int:
     from sim.eiger.server import EigerSimulator, SimulatorError
+    from sim.eiger.zmq_stream import StreamError, ZmqStreamSink
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    simulator = EigerSimulator(port=port, trigger_endpoint=trigger_input, initialized=initialized)
+    try:
+        sink = None if stream == "none" else ZmqStreamSink(stream)
+    except StreamError as exc:
+        print(f"daq-sim: {exc}", file=sys.stderr)
+        return 1
+    simulator = EigerSimulator(
+        port=port, sink=sink, trigger_endpoint=trigger_input, initialized=initialized
+    )
     try:
         simulator.start()
     except SimulatorError as exc:
+        if sink is not None:
+            sink.close()
         print(f"daq-sim: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
@@ -74,10 +91,13 @@ def _run_eiger(port: int, trigger_input: str | None, initialized: bool) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         trigger = f", trigger input {simulator.trigger_endpoint}" if trigger_input else ""
-        print(f"EIGER simulator: SIMPLON 1.8.0 on {simulator.url}{trigger}", flush=True)
+        data = f", stream {sink.endpoint}" if sink else ", no stream"
+        print(f"EIGER simulator: SIMPLON 1.8.0 on {simulator.url}{data}{trigger}", flush=True)
         stop.wait()
     finally:
         simulator.stop()
+        if sink is not None:
+            sink.close()
     return 0
 
 

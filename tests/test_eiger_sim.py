@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -30,13 +29,12 @@ from sim.eiger import EigerSimulator, ImageTiming, RecordingSink, SeriesConfig
 from sim.eiger.parameters import HC_EV_ANGSTROM
 from sim.ports import free_port
 from sim.trigger_input import fire
+from tests.captures import STREAM1
 from tests.helpers import VENV_BIN, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
-CAPTURE = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "dectris-stream1-capture.cbors.gz"
-)
+CAPTURE = STREAM1
 VALUE_TYPES = {"float", "int", "uint", "bool", "string", "datetime", "State", "string[]"}
 SUBSYSTEMS = ("detector", "stream", "monitor", "filewriter")
 
@@ -144,8 +142,6 @@ def configure(eiger: DEiger, **values: Any) -> None:
 
 
 def capture_header() -> list[bytes]:
-    if not CAPTURE.exists():
-        pytest.skip(f"the real capture {CAPTURE} is not available")
     with gzip.open(CAPTURE, "rb") as stream:
         header = cbor2.load(stream)
     assert json.loads(header[0])["htype"] == "dheader-1.0"

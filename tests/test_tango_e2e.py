@@ -12,12 +12,16 @@ from collections.abc import Iterator
 import pytest
 import tango
 
+from devices.tango_db import DEFAULT_CONFIG, database, load_config, server_names
+from receiver.config import load
 from sim.ports import free_port
 from sim.trigger_input import fire
 from tests.helpers import wait_until
 from tests.tango_bench import Bench, acquire, assert_file_holds
 
 pytestmark = pytest.mark.e2e
+
+EIGER_EXAMPLE = DEFAULT_CONFIG.with_name("eiger01.json")
 
 
 @pytest.fixture(scope="module", params=["embedded", "remote"])
@@ -89,3 +93,17 @@ def test_refused_path_is_fault_and_the_next_arm_recovers(
     name = f"recovered_{request.node.callspec.id}.h5"
     acquire(det01, name, "INTERNAL", n_triggers=1, per_trigger=2)
     assert_file_holds(bench.data_root / name, 2)
+
+
+def test_the_eiger_example_loads_and_its_receiver_configuration_is_valid(bench: Bench) -> None:
+    config = load_config(EIGER_EXAMPLE, bench.tango_host)
+    assert server_names(config) == ["DetectorDevice/eiger01"]
+    properties = database(bench.tango_host).get_device_property(
+        "sim/eiger/eiger01", ["Backend", "Receiver"]
+    )
+    assert list(properties["Backend"]) == ["eiger"]
+    receiver = load(
+        EIGER_EXAMPLE.with_name("eiger01-receiver.toml"), {"data_root": str(bench.data_root)}
+    )
+    assert receiver.protocol == "dectris-v1"
+    assert f"http://127.0.0.1:{receiver.http_port}" == properties["Receiver"][0]

@@ -43,6 +43,7 @@ HTTP_TIMEOUT_S = 5.0
 INITIALIZE_TIMEOUT_S = 180.0
 POLL_S = 0.05
 TRIGGER_MARGIN_S = 10.0
+DISARM_WAIT_S = 5.0
 MODES = {
     TriggerMode.INTERNAL: "ints",
     TriggerMode.SOFTWARE: "ints",
@@ -109,8 +110,11 @@ class EigerBackend(Backend):
         return self._error
 
     def arm(self, settings: AcquisitionSettings) -> None:
-        if self._series is not None and self._series.is_alive():
-            raise BackendError("the previous series is still running: Stop it first")
+        if self._series is not None:
+            # The previous series' thread may still be disarming after its last image.
+            self._series.join(DISARM_WAIT_S)
+            if self._series.is_alive():
+                raise BackendError("the previous series is still running: Stop it first")
         mode = settings.trigger_mode
         per_trigger = {
             TriggerMode.EXTERNAL: settings.total_frames,

@@ -232,10 +232,14 @@ def encode_image(
     compression: str = "bslz4",
     times: tuple[int, int, int] = (0, 0, 0),
     time_base: int = 100_000_000,
+    series_date: datetime.datetime | None = None,
 ) -> list[bytes]:
-    """An ``image`` message with one blob per channel; ``times`` in units of ``1/time_base`` s."""
+    """An ``image`` message with one blob per channel; ``times`` in units of ``1/time_base`` s.
+
+    ``series_date`` (the arm time, as a detector sends it) is left out when None.
+    """
     start, stop, real = times
-    fields = {
+    fields: dict[str, Any] = {
         "type": "image",
         "series_id": series_id,
         "series_unique_id": unique_id,
@@ -248,6 +252,8 @@ def encode_image(
             for name, blob in channels.items()
         },
     }
+    if series_date is not None:
+        fields["series_date"] = series_date
     return [_message(fields)]
 
 
