@@ -33,6 +33,8 @@ class Backend(ABC):
     trigger_modes: frozenset[TriggerMode]
     stream_protocol: str = "stins"
     """The receiver protocol of the detector's stream (``receiver.protocols.PROTOCOLS``)."""
+    stream_transforms: tuple[dict[str, Any], ...] = ()
+    """Receiver transforms the stream needs before anything else (Pilatus: CBF decoding)."""
 
     @classmethod
     @abstractmethod
@@ -73,6 +75,7 @@ class Backend(ABC):
 
 BACKENDS: dict[str, str] = {
     "simulator": "devices.backends.simulator:SimulatorBackend",
+    "pilatus": "devices.backends.pilatus:PilatusBackend",
     "eiger": "devices.backends.eiger:EigerBackend",
 }
 """Backend name (the ``Backend`` device property) -> ``module:class``, imported on demand."""

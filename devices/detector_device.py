@@ -9,6 +9,7 @@ which runs the closed loop with the backend and receiver chosen by properties.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -107,6 +108,12 @@ class DetectorDevice(Device):
         default_value=0,
         doc="embedded receiver: HTTP API port on 127.0.0.1 (0: any free port, -1: no API)",
     )
+    ReceiverTransforms = device_property(
+        dtype=str,
+        default_value="[]",
+        doc="embedded receiver: per-frame transforms after the backend's own, as JSON, e.g. "
+        '[{"kind": "rotate", "k": 1}, {"kind": "mask", "x": 0, "y": 0, "width": 8, "height": 8}]',
+    )
     ReceiverForward = device_property(
         dtype=str, default_value="", doc="embedded receiver: ZeroMQ endpoint to republish frames"
     )
@@ -159,7 +166,10 @@ class DetectorDevice(Device):
         options = {name: getattr(self, name) for name in BACKEND_PROPERTIES}
         backend = create_backend(self.Backend, options)
         try:
-            receiver = self._receiver_link(backend.stream_endpoint, backend.stream_protocol)
+            transforms = [*backend.stream_transforms, *self._receiver_transforms()]
+            receiver = self._receiver_link(
+                backend.stream_endpoint, backend.stream_protocol, transforms
+            )
         except Exception:
             backend.close()
             raise
@@ -171,12 +181,26 @@ class DetectorDevice(Device):
             on_change=self._events.signal,
         )
 
-    def _receiver_link(self, stream_endpoint: str, protocol: str) -> ReceiverLink:
+    def _receiver_transforms(self) -> list[dict[str, Any]]:
+        try:
+            transforms = json.loads(self.ReceiverTransforms or "[]")
+        except ValueError as exc:
+            raise ConfigError(f"ReceiverTransforms is not JSON: {exc}") from None
+        if not isinstance(transforms, list):
+            raise ConfigError(
+                'ReceiverTransforms must be a JSON list, e.g. [{"kind": "rotate", "k": 1}]'
+            )
+        return transforms
+
+    def _receiver_link(
+        self, stream_endpoint: str, protocol: str, transforms: list[dict[str, Any]]
+    ) -> ReceiverLink:
         if self.Receiver.strip().lower() != "embedded":
             return RemoteReceiver(self.Receiver.strip())
         config = embedded_config(
             stream_endpoint,
             protocol,
+            transforms,
             self.DataRoot,
             self.DetectorName,
             self.ReceiverWorkers,

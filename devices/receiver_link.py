@@ -172,6 +172,7 @@ PROPERTY_NAMES = {
     "workers": "ReceiverWorkers",
     "http_port": "ReceiverHttpPort",
     "forward": "ReceiverForward",
+    "transforms": "ReceiverTransforms",
     "config": "DataRoot",
 }
 
@@ -179,6 +180,7 @@ PROPERTY_NAMES = {
 def embedded_config(
     stream_endpoint: str,
     protocol: str,
+    transforms: list[dict[str, Any]],
     data_root: str,
     detector_name: str,
     workers: int,
@@ -192,6 +194,7 @@ def embedded_config(
     settings = {
         "connect": [stream_endpoint],
         "protocol": protocol,
+        "transforms": transforms,
         "data_root": data_root,
         "detector_name": detector_name,
         "workers": workers,

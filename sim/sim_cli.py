@@ -1,6 +1,7 @@
 """``daq-sim``: run or operate a hardware simulator on 127.0.0.1.
 
-``daq-sim eiger --port P`` runs a simulated DECTRIS EIGER 1M (SIMPLON 1.8 REST
+``daq-sim pilatus --imgpath DIR`` runs a simulated Pilatus3 camserver writing
+CBF files there. ``daq-sim eiger --port P`` runs a simulated DECTRIS EIGER 1M (SIMPLON 1.8 REST
 API) until interrupted. ``daq-sim trigger ADDRESS`` pulses the trigger input
 of a simulated detector, as a timing system's TTL output would (EXTERNAL,
 EXTERNAL_MULTI, GATE modes; the Eiger's exts and exte).
@@ -48,7 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start idle instead of 'na' (a real detector needs the initialize command first)",
     )
-    args = parser.parse_args(argv)
+    commands.add_parser(
+        "pilatus",
+        add_help=False,
+        help="run a simulated Pilatus3 camserver (options: daq-sim pilatus --help)",
+    )
+    args, passed_on = parser.parse_known_args(argv)
+    if args.command == "pilatus":
+        from sim.pilatus.__main__ import main as pilatus_main
+
+        return pilatus_main(passed_on)
+    if passed_on:
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     if args.command == "eiger":
         if not 0 <= args.port <= 65535:
             parser.error("--port must be in 0..65535")

@@ -107,3 +107,12 @@ def test_the_eiger_example_loads_and_its_receiver_configuration_is_valid(bench: 
     )
     assert receiver.protocol == "dectris-v1"
     assert f"http://127.0.0.1:{receiver.http_port}" == properties["Receiver"][0]
+
+
+def test_the_pilatus_example_loads_and_its_receiver_configuration_is_valid(bench: Bench) -> None:
+    config = load_config(DEFAULT_CONFIG.with_name("pilatus01.json"), bench.tango_host)
+    assert server_names(config) == ["DetectorDevice/pilatus01"]
+    receiver = load(
+        DEFAULT_CONFIG.with_name("pilatus-receiver.toml"), {"data_root": str(bench.data_root)}
+    )
+    assert [t.kind for t in receiver.transforms] == ["cbf", "rotate", "mask"]

@@ -1,0 +1,456 @@
+"""The Pilatus streamer's data side: CBF files on the RAM disk -> one STINS stream.
+
+camserver writes one CBF file per frame into its image directory (a RAM
+disk on the DCU). This thread watches that directory with inotify and, for
+the series the proxy (:mod:`streamers.pilatus_proxy`) announced, pushes each
+file whole as a STINS image message (the raw CBF blob, ``compression``
+``cbf``, ``type`` int32, ``shape`` from the CBF header, ``frame`` from the
+file number counted from the series' first file), then deletes it so the
+RAM disk never fills. A header opens the series (the receiver's file name,
+from the Tango side) and a series end closes it.
+
+When is a file complete? camserver writes each image under a temporary name
+and renames it into place: an ``IN_MOVED_TO`` event means the file is whole.
+A writer that writes under the final name is covered by ``IN_CLOSE_WRITE``.
+Nothing is ever read on creation or modification, and every file is checked
+before it is sent: the byte-offset stream must be as long as its
+``X-Binary-Size`` says and the closing ``--CIF-BINARY-FORMAT-SECTION----``
+must follow it, else the file waits for its next close. Hidden files
+(camserver's temporary names) and files of no announced series are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import selectors
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import zmq
+from inotify_simple import INotify, flags
+
+from receiver.protocols import stins
+
+logger = logging.getLogger(__name__)
+
+MARKER = b"\x0c\x1a\x04\xd5"
+CLOSING = b"--CIF-BINARY-FORMAT-SECTION----"
+HEADER_SEARCH = 1 << 16
+FIELD = re.compile(rb"^(X-Binary-[\w-]+|Content-[\w-]+):[ \t]*(.*?)[ \t]*\r?$", re.MULTILINE)
+EXPOSURE_TIME = re.compile(rb"# Exposure_time ([-+0-9.eE]+) s")
+WATCHED = flags.CLOSE_WRITE | flags.MOVED_TO
+POLL_S = 0.1
+SLOW_RECEIVER_S = 10.0
+UNCLAIMED_LIMIT = 10_000
+
+
+class CbfError(ValueError):
+    """The file is not a Pilatus mini-CBF this streamer can send."""
+
+
+class CbfIncomplete(CbfError):
+    """The file is a CBF still being written: its binary section is not all there yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class CbfInfo:
+    """What the image message needs from a CBF file's headers."""
+
+    shape: tuple[int, int]
+    exposure_time: float | None
+
+
+def read_cbf_info(data: bytes) -> CbfInfo:
+    """Shape and exposure time of a complete mini-CBF; :class:`CbfIncomplete` if cut short."""
+    start = data.find(MARKER, 0, HEADER_SEARCH)
+    if start < 0:
+        if len(data) < HEADER_SEARCH:
+            raise CbfIncomplete(f"no binary section yet in {len(data)} bytes")
+        raise CbfError("no binary section (start marker 0C 1A 04 D5 not found)")
+    header = data[:start]
+    fields = {key.decode(): value.decode("latin-1") for key, value in FIELD.findall(header)}
+    if b'conversions="x-CBF_BYTE_OFFSET"' not in header:
+        raise CbfError("not byte-offset compressed (conversions x-CBF_BYTE_OFFSET missing)")
+    if fields.get("X-Binary-Element-Type", "").strip('"') != "signed 32-bit integer":
+        raise CbfError(
+            f"pixels are {fields.get('X-Binary-Element-Type', 'of no given type')}, "
+            "not signed 32-bit integers"
+        )
+    try:
+        size = int(fields["X-Binary-Size"])
+        columns = int(fields["X-Binary-Size-Fastest-Dimension"])
+        rows = int(fields["X-Binary-Size-Second-Dimension"])
+    except (KeyError, ValueError) as exc:
+        raise CbfError(f"binary section header without a usable {exc}") from None
+    if min(size, rows, columns) <= 0:
+        raise CbfError(f"binary section of {size} bytes for {rows} x {columns} pixels")
+    end = start + len(MARKER) + size
+    if len(data) < end:
+        raise CbfIncomplete(f"{len(data) - end + size} of {size} bytes of pixel data so far")
+    if data.find(CLOSING, end) < 0:
+        raise CbfIncomplete("pixel data complete, the closing boundary not written yet")
+    found = EXPOSURE_TIME.search(header)
+    return CbfInfo((rows, columns), float(found[1]) if found else None)
+
+
+@dataclass(frozen=True, slots=True)
+class CamserverNames:
+    """Recognises the files camserver writes for a series started with ``given``, ``count`` images.
+
+    camserver's rule (areaDetector's Pilatus driver documents it): one image
+    keeps the given name; several are numbered after the last ``_`` from the
+    number found there (at least 3 digits, which also set the width) or from
+    0 with 5 digits after an appended ``_``.
+    """
+
+    given: str
+    count: int
+    prefix: str
+    start: int
+    width: int
+    extension: str
+
+    @classmethod
+    def of(cls, given: str, count: int) -> CamserverNames:
+        stem, dot, extension = given.rpartition(".")
+        if not dot or len(extension) > 4:
+            stem, extension = given, ""
+        else:
+            extension = "." + extension
+        head, underscore, last = stem.rpartition("_")
+        if underscore and len(last) >= 3 and last.isascii() and last.isdigit():
+            width = len(last)
+            if (width == 3 and count > 999) or (width == 4 and count > 9999):
+                width = 5
+            return cls(given, count, head + "_", int(last), width, extension)
+        prefix = stem if stem.endswith("_") else stem + "_"
+        return cls(given, count, prefix, 0, 5, extension)
+
+    def name(self, frame: int) -> str:
+        if self.count == 1:
+            return self.given
+        return f"{self.prefix}{self.start + frame:0{self.width}d}{self.extension}"
+
+    def frame_of(self, name: str) -> int | None:
+        """The frame (0-based in the series) that file ``name`` holds; None if not one of ours."""
+        if self.count == 1:
+            return 0 if name == self.given else None
+        if not (name.startswith(self.prefix) and name.endswith(self.extension)):
+            return None
+        digits = name[len(self.prefix) : len(name) - len(self.extension)]
+        if not (digits.isascii() and digits.isdigit()) or len(digits) < self.width:
+            return None
+        frame = int(digits) - self.start
+        if not 0 <= frame < self.count or digits != f"{int(digits):0{self.width}d}":
+            return None
+        return frame
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesStart:
+    """camserver accepted an acquisition command: its files and the receiver's file name."""
+
+    camserver_file: str
+    nimages: int
+    filename: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesDone:
+    """camserver's ``7`` reply (or the loss of camserver) ended the series."""
+
+    last_file: str | None
+    ok: bool
+    killed: bool = False
+    reason: str = ""
+
+
+@dataclass
+class _Series:
+    start: SeriesStart
+    names: CamserverNames
+    sent: set[int] = field(default_factory=set)
+    invalid: set[int] = field(default_factory=set)
+
+    def accounted_for(self, last: int) -> bool:
+        """Every frame up to ``last`` sent, or found not to be a sendable file."""
+        return set(range(last + 1)) <= self.sent | self.invalid
+
+
+class _Offer(Enum):
+    SENT = "sent"
+    ABSENT = "absent"
+    INCOMPLETE = "incomplete"
+    INVALID = "invalid"
+    IGNORED = "ignored"
+
+
+class _Stopped(Exception):
+    """The streamer is closing."""
+
+
+class ImageStreamer:
+    """Binds the STINS stream and watches ``imgpath`` at construction; ``close`` frees both."""
+
+    def __init__(
+        self,
+        imgpath: Path,
+        endpoint: str,
+        file_timeout: float = 5.0,
+        sndhwm: int = 100,
+    ) -> None:
+        self.imgpath = Path(imgpath)
+        self.file_timeout = file_timeout
+        self.msg_number = 0
+        self.series_count = 0
+        self.frames_sent = 0
+        self.failure = ""
+        self.failed = threading.Event()
+        self._series: _Series | None = None
+        self._unclaimed: OrderedDict[str, None] = OrderedDict()
+        self._control: queue.Queue[SeriesStart | SeriesDone] = queue.Queue()
+        self._stopping = threading.Event()
+        self._inotify = INotify()
+        try:
+            self._inotify.add_watch(self.imgpath, WATCHED)
+        except OSError as exc:
+            self._inotify.close()
+            raise OSError(f"cannot watch the image directory {imgpath}: {exc.strerror}") from None
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.PUSH)
+        self._socket.sndhwm = sndhwm
+        self._socket.linger = 2000
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self._socket.close(linger=0)
+            self._context.term()
+            self._inotify.close()
+            raise OSError(f"cannot bind the data stream on {endpoint}: {exc.strerror}") from None
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._wake_read, self._wake_write = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="pilatus-images")
+        self._thread.start()
+
+    def start_series(self, start: SeriesStart) -> None:
+        self._post(start)
+
+    def end_series(self, done: SeriesDone) -> None:
+        self._post(done)
+
+    def close(self) -> None:
+        self._stopping.set()
+        os.write(self._wake_write, b"x")
+        self._thread.join()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+        self._inotify.close()
+        self._socket.close()
+        self._context.term()
+
+    def _post(self, item: SeriesStart | SeriesDone) -> None:
+        self._control.put(item)
+        os.write(self._wake_write, b"x")
+
+    # --- the thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._inotify.fileno(), selectors.EVENT_READ)
+                selector.register(self._wake_read, selectors.EVENT_READ)
+                while not self._stopping.is_set():
+                    for key, _ in selector.select(timeout=1.0):
+                        if key.fd == self._wake_read:
+                            os.read(self._wake_read, 4096)
+                    self._handle_control()
+                    self._handle_events(timeout_ms=0)
+        except _Stopped:
+            pass
+        except Exception as exc:
+            self.failure = f"the image streaming thread failed: {exc!r}"
+            logger.exception("pilatus streamer: %s", self.failure)
+            self.failed.set()
+
+    def _handle_control(self) -> None:
+        while True:
+            try:
+                item = self._control.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, SeriesStart):
+                self._begin(item)
+            else:
+                self._finish(item)
+
+    def _handle_events(self, timeout_ms: int) -> None:
+        for event in self._inotify.read(timeout=timeout_ms):
+            if event.mask & flags.Q_OVERFLOW:
+                logger.warning(
+                    "pilatus streamer: inotify queue overflow; files of this series are "
+                    "picked up when it ends"
+                )
+            elif event.name and not event.name.startswith("."):
+                self._offer(event.name)
+
+    def _begin(self, start: SeriesStart) -> None:
+        if self._series is not None:
+            logger.warning(
+                "pilatus streamer: series %s started before %s ended; ending that one first",
+                start.camserver_file,
+                self._series.start.camserver_file,
+            )
+            self._finish(SeriesDone(None, ok=False, reason="superseded"))
+        names = CamserverNames.of(start.camserver_file, start.nimages)
+        self._series = _Series(start, names)
+        self.series_count += 1
+        self._send(stins.encode_header(self.msg_number, start.filename, start.meta))
+        logger.info(
+            "series %s: %d images of %s -> %r",
+            self.series_count,
+            start.nimages,
+            start.camserver_file,
+            start.filename,
+        )
+        early = [name for name in self._unclaimed if names.frame_of(name) is not None]
+        for name in early:
+            del self._unclaimed[name]
+            self._offer(name)
+
+    def _finish(self, done: SeriesDone) -> None:
+        """Send what is left of the series, wait for its last file if it should come, end it."""
+        series = self._series
+        if series is None:
+            return
+        self._handle_events(timeout_ms=0)
+        last = series.names.frame_of(Path(done.last_file).name) if done.last_file else None
+        if done.ok and not done.killed and last is not None:
+            deadline = time.monotonic() + self.file_timeout
+            while not series.accounted_for(last) and time.monotonic() < deadline:
+                if self._stopping.is_set():
+                    raise _Stopped
+                self._handle_events(timeout_ms=round(POLL_S * 1000))
+        self._sweep(series)
+        sent, expected = len(series.sent), series.start.nimages
+        if not done.ok:
+            logger.warning(
+                "series %s ended early after %d of %d frames: %s",
+                series.start.camserver_file,
+                sent,
+                expected,
+                done.reason or "camserver reported an error",
+            )
+        elif not done.killed and last is not None:
+            missing = sorted(set(range(last + 1)) - series.sent - series.invalid)
+            if missing:
+                logger.warning(
+                    "series %s ended without frame(s) %s: their files never appeared in %s",
+                    series.start.camserver_file,
+                    _ranges(missing),
+                    self.imgpath,
+                )
+        self._send(stins.encode_series_end(self.msg_number), stoppable=False)
+        logger.info(
+            "series %s: %d of %d frames sent%s",
+            series.start.camserver_file,
+            sent,
+            expected,
+            " (killed)" if done.killed else "",
+        )
+        self._series = None
+
+    def _sweep(self, series: _Series) -> None:
+        """Files of the series still on the RAM disk (events lost or not yet read), in order."""
+        found = []
+        with os.scandir(self.imgpath) as entries:
+            for entry in entries:
+                frame = series.names.frame_of(entry.name)
+                if frame is not None and frame not in series.sent:
+                    found.append((frame, entry.name))
+        for _, name in sorted(found):
+            if self._offer(name, final=True) is _Offer.INCOMPLETE:
+                logger.warning("series file %s was never completed: deleted, not sent", name)
+                (self.imgpath / name).unlink(missing_ok=True)
+
+    def _offer(self, name: str, final: bool = False) -> _Offer:
+        """Send file ``name`` if it is a complete file of the series, then delete it."""
+        series = self._series
+        frame = series.names.frame_of(name) if series else None
+        if series is None or frame is None:
+            self._unclaimed[name] = None
+            if len(self._unclaimed) > UNCLAIMED_LIMIT:
+                self._unclaimed.popitem(last=False)
+            logger.debug("ignored %s: not a file of the series being streamed", name)
+            return _Offer.IGNORED
+        if frame in series.sent:
+            return _Offer.SENT
+        path = self.imgpath / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return _Offer.ABSENT
+        try:
+            info = read_cbf_info(data)
+        except CbfIncomplete as exc:
+            if not final:
+                logger.debug("%s not complete yet (%s): waiting for its next close", name, exc)
+            return _Offer.INCOMPLETE
+        except CbfError as exc:
+            logger.error("series file %s cannot be sent: %s; deleted", name, exc)
+            path.unlink(missing_ok=True)
+            series.invalid.add(frame)
+            return _Offer.INVALID
+        extra = {} if info.exposure_time is None else {"exposure_time": info.exposure_time}
+        self._send(
+            stins.encode_image(self.msg_number, frame, data, info.shape, "int32", "cbf", **extra)
+        )
+        series.sent.add(frame)
+        self.frames_sent += 1
+        try:
+            path.unlink()
+        except OSError as exc:
+            logger.warning("sent %s but cannot delete it: %s", name, exc.strerror)
+        return _Offer.SENT
+
+    def _send(self, parts: list[Any], stoppable: bool = True) -> None:
+        """Send when the receiver takes it: never drop a frame; a close interrupts the wait."""
+        waited_since = time.monotonic()
+        warned = False
+        while not self._socket.poll(round(POLL_S * 1000), zmq.POLLOUT):
+            if self._stopping.is_set() and stoppable:
+                raise _Stopped
+            if not warned and time.monotonic() - waited_since > SLOW_RECEIVER_S:
+                warned = True
+                logger.warning(
+                    "no receiver has taken the stream on %s for %.0f s: frames wait on the "
+                    "RAM disk (is the stream-receiver connected?)",
+                    self.endpoint,
+                    SLOW_RECEIVER_S,
+                )
+            if self._stopping.is_set() and time.monotonic() - waited_since > 2.0:
+                raise _Stopped
+        self._socket.send_multipart(parts, copy=False)
+        self.msg_number += 1
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``0-3, 7`` for [0, 1, 2, 3, 7]."""
+    spans: list[str] = []
+    first = previous = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == previous + 1:
+            previous = n
+            continue
+        spans.append(str(first) if first == previous else f"{first}-{previous}")
+        if n is not None:
+            first = previous = n
+    return ", ".join(spans)
