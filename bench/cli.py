@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import pilatus
 from bench.measure import (
     BenchError,
     Case,
@@ -50,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir", type=Path, default=Path("."), help="where files are written (a real disk)"
     )
+    parser.add_argument(
+        "--pilatus",
+        type=int,
+        metavar="FRAMES",
+        help="instead: a Pilatus3 2M CBF stream of FRAMES frames at 250 frames/s into the "
+        "receiver (cbf transform, writing) for each --workers count",
+    )
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
     return parser
@@ -85,6 +93,18 @@ def run(args: argparse.Namespace, data_dir: Path) -> list[Measurement]:
     return results
 
 
+def _pilatus(frames: int, workers: list[int], data_dir: Path) -> int:
+    try:
+        for count in workers:
+            print(pilatus.measure(count, frames, data_dir).line(), flush=True)
+    except BenchError as exc:
+        print(f"daq-bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="daq-bench: %(message)s")
@@ -92,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"daq-bench: --data-dir {args.data_dir} is not a directory", file=sys.stderr)
         return 2
     data_dir = Path(tempfile.mkdtemp(prefix="daq-bench-", dir=args.data_dir))
+    if args.pilatus:
+        return _pilatus(args.pilatus, args.workers, data_dir)
     started = time.monotonic()
     try:
         measurements = run(args, data_dir)

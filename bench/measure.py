@@ -156,7 +156,14 @@ def measure_write(case: Case, data_dir: Path) -> Measurement:
 class ReceiverProcess:
     """A ``stream-receiver`` process kept for several runs of one configuration."""
 
-    def __init__(self, workers: int, io_threads: int, write: bool, data_dir: Path) -> None:
+    def __init__(
+        self,
+        workers: int,
+        io_threads: int,
+        write: bool,
+        data_dir: Path,
+        config: Path | None = None,
+    ) -> None:
         self.workers, self.io_threads, self.write = workers, io_threads, write
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.url = f"http://127.0.0.1:{free_port()}"
@@ -174,6 +181,8 @@ class ReceiverProcess:
         ]  # fmt: skip
         if not write:
             args.append("--no-write")
+        if config is not None:
+            args += ["--config", str(config)]
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
@@ -198,7 +207,7 @@ class ReceiverProcess:
         self._series += 1
         filename = f"bench_{self._series:04d}.h5"
         _finish(_generator(self.endpoint, case, filename), "daq-generator")
-        status = self._wait_series_closed()
+        status = self.wait_series_closed(self._series)
         last = status["last_series"]
         if status["state"] != "idle":
             raise BenchError(f"the receiver reports {status['state']}: {status['error']}")
@@ -217,11 +226,12 @@ class ReceiverProcess:
             peak_rss=self._peak_memory(),
         )
 
-    def _wait_series_closed(self) -> dict:
+    def wait_series_closed(self, series: int) -> dict:
+        """The receiver's status once it has closed its ``series``-th series."""
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             status = self._status()
-            if status["series_count"] >= self._series and not status["series_open"]:
+            if status["series_count"] >= series and not status["series_open"]:
                 return status
             time.sleep(0.05)
         raise BenchError("the receiver did not close the series within 300 s")

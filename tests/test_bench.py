@@ -66,3 +66,25 @@ def test_quick_bench_reports_zero_lost_frames(tmp_path):
     )
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("daq-bench-")] == []
+
+
+@pytest.mark.e2e
+def test_pilatus_case_streams_real_cbf_frames_through_the_cbf_transform(tmp_path):
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "daq-bench"),
+            "--pilatus",
+            "30",
+            "--workers",
+            "2",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "Pilatus3 2M CBF 1679x1475 int32, 2 workers" in result.stdout
+    assert "lost 0" in result.stdout
