@@ -18,11 +18,10 @@ import yaml
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"Detector": 9999, "Eiger": 9999, "DectrisStream2": 31001, "Lambda": 9010}
-NOT_YET = {
-    "Eiger": "the Dectris stream v1 reader",
-    "DectrisStream2": "the Dectris stream v2 reader",
-    "Lambda": "multi-module (one stream per module) reception",
-}
+NOT_YET = {"Lambda": "multi-module (one stream per module) reception"}
+PROTOCOLS = {"Detector": "stins", "Eiger": "dectris-v1", "DectrisStream2": "dectris-v2"}
+PIPELINES = {"PilatusPipeline": "cbf"}
+"""MAX IV pipeline names and the decoding transform each stands for."""
 DSET_PREFIX = "/entry/instrument/"
 IGNORED_KEYS = {"rep_port": "the ZeroMQ REP status port is replaced by the HTTP API (api_port)"}
 KNOWN_KEYS = {
@@ -73,7 +72,7 @@ def translate(maxiv: dict[str, Any]) -> dict[str, Any]:
         )
     if kind in NOT_YET:
         raise MaxivConfigError(f"class {kind} needs {NOT_YET[kind]}, which is not available yet")
-    _refuse_pipeline(maxiv)
+    transforms = _transforms(maxiv)
     for key in sorted(set(maxiv) - KNOWN_KEYS):
         logger.warning(
             "MAX IV setting %r ignored: %s", key, IGNORED_KEYS.get(key, "not known here")
@@ -85,7 +84,7 @@ def translate(maxiv: dict[str, Any]) -> dict[str, Any]:
         )
     settings: dict[str, Any] = {
         "connect": [f"tcp://{host}:{maxiv.get('dcu_port_purple', DEFAULT_PORTS[kind])}"],
-        "protocol": "stins",
+        "protocol": PROTOCOLS[kind],
         "http_host": "0.0.0.0",
         "http_port": maxiv.get("api_port", 5000),
         "data_root": "/",
@@ -97,15 +96,33 @@ def translate(maxiv: dict[str, Any]) -> dict[str, Any]:
         settings["forward"] = f"tcp://*:{maxiv['data_port']}"
     if "dset_name" in maxiv:
         settings["detector_name"] = _detector_name(maxiv["dset_name"])
+    if transforms:
+        settings["transforms"] = transforms
     return settings
 
 
-def _refuse_pipeline(maxiv: dict[str, Any]) -> None:
-    if maxiv.get("pipeline") or maxiv.get("rotate") or maxiv.get("tot"):
-        asked = [key for key in ("pipeline", "rotate", "tot") if maxiv.get(key)]
+def _transforms(maxiv: dict[str, Any]) -> list[dict[str, Any]]:
+    """``pipeline``, ``tot``, ``compress`` and ``rotate`` as our transforms, in MAX IV's order.
+
+    ``rotate: true`` names no angle, so it is refused with the way to give one.
+    """
+    pipeline = maxiv.get("pipeline")
+    compression = "bslz4" if maxiv.get("compress", True) else "none"
+    transforms: list[dict[str, Any]] = []
+    if pipeline:
+        if pipeline not in PIPELINES:
+            raise MaxivConfigError(
+                f"pipeline {pipeline!r} is unknown here; known: {', '.join(PIPELINES)}"
+            )
+        transforms.append({"kind": PIPELINES[pipeline], "compression": compression})
+    if maxiv.get("tot"):
+        transforms.append({"kind": "tot", "table": str(maxiv["tot"])})
+    if maxiv.get("rotate"):
         raise MaxivConfigError(
-            f"frame processing ({', '.join(asked)}) is not available yet in this receiver"
+            "rotate: true names no angle; use our configuration format with "
+            '"transforms": [{"kind": "rotate", "k": 1}] (quarter turns counter-clockwise)'
         )
+    return transforms
 
 
 def _detector_name(dset_name: Any) -> str:

@@ -42,6 +42,27 @@ femtomax-pilatus:
   rotate: false
   compress: false
 
+femtomax-rotated:
+  class: Detector
+  dcu_host_purple: 172.18.22.6
+  pipeline: PilatusPipeline
+  rotate: true
+
+unknown-pipeline:
+  class: Detector
+  dcu_host_purple: 172.18.22.6
+  pipeline: LambdaPipeline
+
+formax-eiger:
+  class: Eiger
+  dcu_host_purple: 172.18.28.6
+  data_port: 23004
+  dset_name: /entry/instrument/eiger/data
+
+cosaxs-eiger2:
+  class: DectrisStream2
+  dcu_host_purple: 172.18.28.8
+
 local:
   class: Detector
   dcu_host_purple: 127.0.0.1
@@ -73,7 +94,8 @@ def test_an_entry_maps_onto_our_settings(tmp_path, caplog):
     ("entry", "expected"),
     [
         ("formax-lambda", "class Lambda needs multi-module"),
-        ("femtomax-pilatus", "frame processing (pipeline) is not available yet"),
+        ("femtomax-rotated", "rotate: true names no angle"),
+        ("unknown-pipeline", "pipeline 'LambdaPipeline' is unknown here"),
         ("nope", "there is no entry 'nope'"),
         (None, "no entry was named"),
     ],
@@ -82,6 +104,24 @@ def test_what_cannot_run_yet_is_refused_with_the_reason(tmp_path, entry, expecte
     with pytest.raises(ConfigError, match="MAX IV configuration") as info:
         load(write_yaml(tmp_path), entry=entry)
     assert expected in str(info.value)
+
+
+def test_the_pilatus_pipeline_becomes_cbf_decoding_without_recompression(tmp_path):
+    config = load(write_yaml(tmp_path), entry="femtomax-pilatus")
+    assert [(t.kind, t.compression) for t in config.transforms] == [("cbf", "none")]
+    assert config.workers == 4
+
+
+@pytest.mark.parametrize(
+    ("entry", "protocol", "connect"),
+    [
+        ("formax-eiger", "dectris-v1", "tcp://172.18.28.6:9999"),
+        ("cosaxs-eiger2", "dectris-v2", "tcp://172.18.28.8:31001"),
+    ],
+)
+def test_dectris_classes_read_their_stream(tmp_path, entry, protocol, connect):
+    config = load(write_yaml(tmp_path), entry=entry)
+    assert (config.protocol, config.connect) == (protocol, [connect])
 
 
 def test_flags_override_the_yaml(tmp_path):
