@@ -11,7 +11,9 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from devices.settings import AcquisitionSettings, TriggerMode
 
@@ -71,6 +73,25 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Free the hardware connection; the backend is not used again."""
+
+
+OptionsModel = TypeVar("OptionsModel", bound=BaseModel)
+
+
+def parse_options(
+    model: type[OptionsModel], options: Mapping[str, Any], backend: str, hint: str = ""
+) -> OptionsModel:
+    """The device properties a backend reads, validated; empty properties count as unset.
+
+    Raises :class:`BackendError` naming each bad property, then ``hint``.
+    """
+    try:
+        return model.model_validate(
+            {key: value for key, value in options.items() if value not in (None, "", [])}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BackendError(f"{backend} properties: {problems}{hint}") from None
 
 
 BACKENDS: dict[str, str] = {

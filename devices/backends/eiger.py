@@ -31,9 +31,9 @@ from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from devices.backend import Backend, BackendError, BackendState
+from devices.backend import Backend, BackendError, BackendState, parse_options
 from devices.settings import AcquisitionSettings, TriggerMode
 
 logger = logging.getLogger(__name__)
@@ -82,15 +82,7 @@ class EigerBackend(Backend):
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
-        try:
-            opts = EigerOptions.model_validate(
-                {key: value for key, value in options.items() if value not in (None, "", [])}
-            )
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            raise BackendError(f"eiger properties: {problems}") from None
+        opts = parse_options(EigerOptions, options, "eiger")
         return cls(opts)
 
     @property

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from devices.backend import Backend, BackendError, BackendState
+from devices.backend import Backend, BackendError, BackendState, parse_options
 from devices.settings import AcquisitionSettings, TriggerMode
 
 logger = logging.getLogger(__name__)
@@ -99,18 +99,12 @@ class PilatusBackend(Backend):
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
-        try:
-            opts = PilatusOptions.model_validate(
-                {key: value for key, value in options.items() if value not in (None, "", [])}
-            )
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            raise BackendError(
-                f"pilatus properties: {problems} (DetectorAddress is the pilatus-streamer's "
-                "proxy host:port, e.g. dcu-host:8888)"
-            ) from None
+        opts = parse_options(
+            PilatusOptions,
+            options,
+            "pilatus",
+            " (DetectorAddress is the pilatus-streamer's proxy host:port, e.g. dcu-host:8888)",
+        )
         return cls(_host_port(opts.detector_address), opts.stream_address)
 
     @property

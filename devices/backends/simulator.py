@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from devices.backend import Backend, BackendError, BackendState
+from devices.backend import Backend, BackendError, BackendState, parse_options
 from devices.settings import AcquisitionSettings, TriggerMode
 from sim.detector import DetectorError, Exposure, SimulatedDetector
 
@@ -39,15 +39,7 @@ class SimulatorBackend(Backend):
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
-        try:
-            opts = SimulatorOptions.model_validate(
-                {key: value for key, value in options.items() if value not in (None, "", [])}
-            )
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            raise BackendError(f"simulator properties: {problems}") from None
+        opts = parse_options(SimulatorOptions, options, "simulator")
         try:
             detector = SimulatedDetector(
                 opts.stream_address,
