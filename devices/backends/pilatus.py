@@ -215,7 +215,7 @@ class PilatusBackend(Backend):
             target=self._read, args=(sock, self._replies), name="pilatus-replies"
         )
         self._reader.start()
-        reply = self._ask("streamer_status", REPLY_TIMEOUT_S, drain=False)
+        reply = self._first_reply(sock)
         if reply.startswith("15 ERR streamer: "):
             self._disconnect()
             raise BackendError(
@@ -229,6 +229,31 @@ class PilatusBackend(Backend):
                 f"(its answer to streamer_status: {reply!r}): point DetectorAddress at the "
                 "streamer's --listen address, not at camserver"
             )
+
+    def _first_reply(self, sock: socket.socket) -> str:
+        """The answer to ``streamer_status`` on a new connection.
+
+        Read from the inbox rather than through :meth:`_ask`: a proxy that
+        refuses the connection sends its reason and hangs up at once, so the
+        reader may already have marked the socket lost when the reason is read.
+        """
+        with contextlib.suppress(OSError):
+            sock.sendall(b"streamer_status\0")
+        try:
+            reply = self._replies.get(timeout=REPLY_TIMEOUT_S)
+        except queue.Empty:
+            self._disconnect()
+            raise BackendError(
+                f"no answer from {self._where} (DetectorAddress) to streamer_status within "
+                f"{REPLY_TIMEOUT_S:g} s: is it a pilatus-streamer's proxy?"
+            ) from None
+        if reply == _LOST:
+            self._disconnect()
+            raise BackendError(
+                f"{self._where} (DetectorAddress) closed the connection without answering: "
+                "is it a pilatus-streamer's proxy?"
+            )
+        return reply
 
     def _disconnect(self) -> None:
         sock, self._sock = self._sock, None
@@ -284,14 +309,14 @@ class PilatusBackend(Backend):
                 )
             self._condition.notify_all()
 
-    def _ask(self, command: str, timeout: float = REPLY_TIMEOUT_S, drain: bool = True) -> str:
+    def _ask(self, command: str, timeout: float = REPLY_TIMEOUT_S) -> str:
         """Send ``command``, return its reply; replies nobody waited for are dropped first."""
         sock = self._sock
         if sock is None:
             raise BackendError(
                 f"not connected to the pilatus-streamer at {self._where} (DetectorAddress)"
             )
-        while drain and not self._replies.empty():
+        while not self._replies.empty():
             stale = self._replies.get_nowait()
             if stale == _LOST:
                 self._replies.put(_LOST)
