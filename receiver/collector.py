@@ -8,15 +8,24 @@ reference only (decoding happens when a client asks).
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 from receiver.forwarder import Forwarder
-from receiver.model import Image, Malformed, Message, SeriesStart
-from receiver.reorder import Gap, Reorderer, Stale
+from receiver.model import Image, Malformed, Message, Problem, SeriesStart
+from receiver.reorder import Gap, Stale
 from receiver.state import RateMeter
 from receiver.writer import SeriesWriter
 
 POLL_S = 0.2
 MAX_BATCH = 256
+
+Ordered = Message | Malformed | Gap | Stale | Problem
+
+
+class OrderedSource(Protocol):
+    """Where ordered messages come from: a reorderer, or the module matcher."""
+
+    def get_batch(self, timeout: float, limit: int) -> list[Ordered]: ...
 
 
 class Collector(threading.Thread):
@@ -24,7 +33,7 @@ class Collector(threading.Thread):
 
     def __init__(
         self,
-        reorderer: Reorderer[Message | Malformed],
+        reorderer: OrderedSource,
         writer: SeriesWriter,
         forwarder: Forwarder | None,
         batch_bytes: int,
@@ -50,7 +59,7 @@ class Collector(threading.Thread):
             if batch:
                 limit = self._dispatch(batch)
 
-    def _dispatch(self, batch: list[Message | Malformed | Gap | Stale]) -> int:
+    def _dispatch(self, batch: list[Ordered]) -> int:
         """Count, hand the batch on, and return the size of the next batch.
 
         Batches are sized so that one holds about ``batch_bytes`` of frames: many
@@ -73,7 +82,7 @@ class Collector(threading.Thread):
         self._writer.submit(batch)
         if self._forwarder is not None:
             for item in batch:
-                if not isinstance(item, Malformed | Gap | Stale):
+                if not isinstance(item, Malformed | Gap | Stale | Problem):
                     self._forwarder.forward(item)
         if last is None:
             return MAX_BATCH

@@ -11,12 +11,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
+    PositiveInt,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from receiver import maxiv_config
+from receiver.nexus import DETECTOR_FIELDS
 from receiver.protocols import PARSERS
 from receiver.transforms import TransformList
 
@@ -27,6 +32,26 @@ Endpoint = Annotated[str, Field(pattern=r"^(tcp|ipc|inproc)://\S+$")]
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the field and the fix."""
+
+
+class ModuleConfig(BaseModel):
+    """One module of a multi-module detector: its stream and its place in the full image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the module's name in errors, the status and the file "
+        "(/entry/instrument/<detector>/<name>, an NXdetector_module)",
+    )
+    connect: Endpoint = Field(description="ZeroMQ endpoint of the module's STINS stream")
+    x: NonNegativeInt = Field(description="column of the full image where the module starts")
+    y: NonNegativeInt = Field(description="row of the full image where the module starts")
+    rotation: StrictInt = Field(
+        0,
+        description="quarter turns counter-clockwise (as numpy.rot90) that turn the module's "
+        "frame the way it sits in the full image; x and y place the turned frame",
+    )
 
 
 class ReceiverConfig(BaseModel):
@@ -112,6 +137,20 @@ class ReceiverConfig(BaseModel):
         ge=0,
         description="stop writing and close the file cleanly when the disk has less free space",
     )
+    modules: list[ModuleConfig] = Field(
+        default_factory=list,
+        description="a multi-module detector (XSpectrum Lambda): one STINS stream per module, "
+        "matched by frame number; 'workers' then counts per module and 'connect' is not used",
+    )
+    full_shape: tuple[PositiveInt, PositiveInt] | None = Field(
+        default=None,
+        description="rows and columns of the full image the modules are placed in (modules)",
+    )
+    fill_value: StrictInt | StrictFloat | Literal["max"] = Field(
+        default="max",
+        description="pixels of the full image no module covers, and of a module that sent "
+        "nothing for a frame; 'max': the largest value of the pixel type (the Dectris mark)",
+    )
 
     @field_validator("protocol")
     @classmethod
@@ -132,6 +171,41 @@ class ReceiverConfig(BaseModel):
                 "PUB stream, so several workers would store each frame several times"
             )
         return self
+
+    @model_validator(mode="after")
+    def _modules_fit(self) -> ReceiverConfig:
+        if not self.modules:
+            if self.full_shape is not None:
+                raise ValueError("full_shape is for a multi-module detector: set modules too")
+            return self
+        if self.full_shape is None:
+            raise ValueError("modules need full_shape, the [rows, columns] of the full image")
+        if self.protocol != "stins" or self.socket != "pull":
+            raise ValueError("modules are read as STINS streams with pull sockets")
+        if "connect" in self.model_fields_set:
+            raise ValueError("with modules, each module names its stream: leave connect out")
+        names = [module.name for module in self.modules]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"module name {name!r} is used twice")
+            if name in DETECTOR_FIELDS:
+                raise ValueError(f"module name {name!r} is used by the file itself; rename it")
+        endpoints = [module.connect for module in self.modules]
+        for endpoint in endpoints:
+            if endpoints.count(endpoint) > 1:
+                raise ValueError(f"two modules connect to {endpoint}; each has its own stream")
+        for module in self.modules:
+            if module.x >= self.full_shape[1] or module.y >= self.full_shape[0]:
+                raise ValueError(
+                    f"module {module.name!r} starts at x={module.x}, y={module.y}, outside "
+                    f"full_shape {list(self.full_shape)}"
+                )
+        return self
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every stream the receiver reads: the modules' or ``connect``."""
+        return [module.connect for module in self.modules] or self.connect
 
     @model_validator(mode="after")
     def _data_root_exists(self) -> ReceiverConfig:

@@ -5,18 +5,27 @@ hands messages over without waiting: they queue in a buffer bounded in bytes
 (a frame count alone would allow gigabytes at 20 MB frames), and a message
 that does not fit is counted as missed. A thread of its own sends them.
 Messages are numbered for every message, sent or missed, so a consumer sees a
-gap in ``msg_number`` where it missed something.
+gap in ``msg_number`` where it missed something. Messages are encoded in the
+forwarder's thread, so the collector only hands references over: the frames
+of a multi-module detector are assembled into the full image there
+(``receiver/assembly.py``), at the cost of a decode (and for bslz4 an encode)
+per frame that only this thread pays; what it cannot keep up with is missed.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
+from collections.abc import Callable
 
 import zmq
 
-from receiver.model import Image, Message
+from receiver import assembly
+from receiver.model import Image, Message, ModuleImage
 from receiver.protocols import stins
+
+logger = logging.getLogger(__name__)
 
 SEND_TIMEOUT_MS = 200
 
@@ -24,7 +33,15 @@ SEND_TIMEOUT_MS = 200
 class Forwarder(threading.Thread):
     """Owns the PUSH socket; :meth:`forward` may be called from one other thread."""
 
-    def __init__(self, context: zmq.Context, endpoint: str, hwm: int, buffer_bytes: int) -> None:
+    def __init__(
+        self,
+        context: zmq.Context,
+        endpoint: str,
+        hwm: int,
+        buffer_bytes: int,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_error`` hears of a frame that could not be sent (it is counted as missed)."""
         super().__init__(name="forwarder", daemon=True)
         self._socket = context.socket(zmq.PUSH)
         self._socket.sndhwm = hwm
@@ -34,7 +51,8 @@ class Forwarder(threading.Thread):
         self.endpoint = self._socket.last_endpoint.decode()
         self._budget = buffer_bytes
         self._buffered = 0
-        self._queue: collections.deque[tuple[list, int]] = collections.deque()
+        self._on_error = on_error
+        self._queue: collections.deque[tuple[Message, int, int]] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._next = 0
@@ -50,7 +68,7 @@ class Forwarder(threading.Thread):
             if size and self._buffered + size > self._budget:
                 self.missed += 1
                 return
-            self._queue.append((stins.encode(message, number), size))
+            self._queue.append((message, number, size))
             self._buffered += size
             self._cond.notify()
 
@@ -62,13 +80,29 @@ class Forwarder(threading.Thread):
                         self._cond.wait()
                     if self._stopping:
                         return
-                    parts, size = self._queue[0]
-                self._send(parts)
+                    message, number, size = self._queue[0]
+                parts = self._encode(message, number)
+                if parts is not None:
+                    self._send(parts)
                 with self._cond:
                     self._queue.popleft()
                     self._buffered -= size
         finally:
             self._socket.close()
+
+    def _encode(self, message: Message, number: int) -> list | None:
+        """The STINS parts of ``message``; a module frame as the assembled full image."""
+        if not isinstance(message, ModuleImage):
+            return stins.encode(message, number)
+        try:
+            return stins.encode(assembly.assembled(message), number)
+        except ValueError as exc:
+            self.missed += 1
+            reason = f"frame {message.frame} was not forwarded: {exc}"
+            logger.warning("%s", reason)
+            if self._on_error is not None:
+                self._on_error(reason)
+            return None
 
     def _send(self, parts: list) -> None:
         while not self._stopping:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
-from receiver.model import Image, StackedImage
+from receiver import assembly
+from receiver.model import Image, ModuleImage, StackedImage
 from receiver.protocols import bslz4
 
 CONTRAST_PERCENTILES = (0.5, 99.9)
@@ -35,8 +36,14 @@ def decode(image: Image) -> np.ndarray:
     """Pixels of ``image`` in its announced shape and dtype.
 
     The hot path never decompresses (frames go to HDF5 as received), so this is
-    the one place where a live-view client pays for it.
+    the one place where a live-view client pays for it. The frame of a
+    multi-module detector is shown as its assembled full image.
     """
+    if isinstance(image, ModuleImage):
+        try:
+            return assembly.assemble(image)
+        except ValueError as exc:
+            raise FrameDecodeError(f"frame {image.frame}: cannot assemble it: {exc}") from exc
     if image.compression == "none":
         return _from_raw(image)
     if image.compression == "bslz4":

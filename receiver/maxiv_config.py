@@ -18,7 +18,11 @@ import yaml
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"Detector": 9999, "Eiger": 9999, "DectrisStream2": 31001, "Lambda": 9010}
-NOT_YET = {"Lambda": "multi-module (one stream per module) reception"}
+NOT_YET = {
+    "Lambda": "multi-module placement (x, y, rotation of each module and full_shape), which "
+    "a MAX IV entry leaves to the module headers; configure modules and full_shape in our "
+    "format instead (docs/receiver.md, multi-module detectors)"
+}
 PROTOCOLS = {"Detector": "stins", "Eiger": "dectris-v1", "DectrisStream2": "dectris-v2"}
 PIPELINES = {"PilatusPipeline": "cbf"}
 """MAX IV pipeline names and the decoding transform each stands for."""
@@ -71,7 +75,7 @@ def translate(maxiv: dict[str, Any]) -> dict[str, Any]:
             f"class {kind!r} is unknown; MAX IV classes are {', '.join(DEFAULT_PORTS)}"
         )
     if kind in NOT_YET:
-        raise MaxivConfigError(f"class {kind} needs {NOT_YET[kind]}, which is not available yet")
+        raise MaxivConfigError(f"class {kind} needs {NOT_YET[kind]}")
     transforms = _transforms(maxiv)
     for key in sorted(set(maxiv) - KNOWN_KEYS):
         logger.warning(

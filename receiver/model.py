@@ -10,6 +10,12 @@ detector's series id) and ``seq`` is the position inside it - 0 for the
 header, ``frame + 1`` for frame ``frame`` - while a series end, whose position
 nobody announces, has ``seq`` -1 (see ``receiver/series_reorder.py``). STINS
 leaves ``series`` at None.
+
+A multi-module detector (XSpectrum Lambda: one STINS stream per module) is
+joined frame by frame before the collector (``receiver/module_match.py``):
+the frame of every module becomes one :class:`ModuleImage`, its header one
+:class:`SeriesStart` with ``modules`` set, and what the matching finds wrong
+a :class:`Problem` in the ordered stream.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ class SeriesStart:
     series: Hashable | None = None
     frames: int | None = None
     """Frames the series will have, when the header announces it (per-series protocols)."""
+    modules: ModuleLayout | None = None
+    """Multi-module detectors: where each module's plane goes in the full image."""
+    module_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Multi-module detectors: header metadata of a module that differs from ``meta``, by name."""
 
 
 @dataclass(slots=True)
@@ -80,6 +90,68 @@ class StackedImage(Image):
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class ModulePlacement:
+    """One module of a multi-module detector and where its frames go in the full image.
+
+    The module's frame is turned ``rotation`` quarter turns counter-clockwise
+    (as ``numpy.rot90``), then its first row and column land at row ``y``,
+    column ``x`` of the full image.
+    """
+
+    name: str
+    endpoint: str
+    x: int
+    y: int
+    rotation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleLayout:
+    """The modules in stream order (plane k of a :class:`ModuleImage` is module k)."""
+
+    modules: tuple[ModulePlacement, ...]
+    full_shape: tuple[int, int]
+    fill_value: int | float | str
+    """Pixels of the full image that no module covers (or whose module sent nothing);
+    ``"max"``: the largest value of the pixel type (the Dectris mark for gaps)."""
+
+
+class ModuleParts:
+    """The modules' chunks of one frame, each in the buffer it came in; None: nothing came.
+
+    ``len()`` is their total size in bytes, as for the one blob of any other
+    frame, so the receiver's byte budgets and rates count them alike.
+    """
+
+    __slots__ = ("_nbytes", "chunks")
+
+    def __init__(self, chunks: tuple[Buffer | None, ...]) -> None:
+        self.chunks = chunks
+        self._nbytes = sum(len(c) for c in chunks if c is not None)
+
+    def __len__(self) -> int:
+        return self._nbytes
+
+
+@dataclass(slots=True)
+class ModuleImage(Image):
+    """Frame ``frame`` of every module of a multi-module detector, matched by frame number.
+
+    ``shape`` is (modules, H, W), the planes as they are stored; ``data`` is a
+    :class:`ModuleParts` holding one chunk per module as it came (never copied,
+    never decompressed), None for a module that sent nothing for this frame.
+    ``layout`` tells where each plane goes in the full image (live view,
+    forwarder: ``receiver/assembly.py``).
+    """
+
+    layout: ModuleLayout | None = None
+
+    def chunks(self) -> list[Buffer | None]:
+        """One buffer per module, None where the module sent nothing."""
+        return list(self.data.chunks)  # type: ignore[union-attr]
+
+
 @dataclass(slots=True)
 class SeriesEnd:
     """The series is complete: close the file."""
@@ -96,6 +168,20 @@ class Malformed:
     seq: int
     reason: str
     series: Hashable | None = None
+
+
+@dataclass(slots=True)
+class Problem:
+    """Something found wrong on the way (a module gone silent, modules that disagree).
+
+    It travels in stream order like a message, so the writer puts the
+    receiver in error with ``reason`` during the series it belongs to.
+    ``lost`` and ``malformed`` count messages for the series' counters.
+    """
+
+    reason: str
+    lost: int = 0
+    malformed: int = 0
 
 
 Message = SeriesStart | Image | SeriesEnd

@@ -9,6 +9,16 @@ received under filter 32008, so nothing is decompressed on the way. A frame
 of several planes (the thresholds of a Dectris stream v2 frame) is stored
 with the planes as the second axis, one chunk per plane as it came.
 
+A multi-module detector (XSpectrum Lambda) is stored the same way: ``data``
+is (frames, modules, H, W), one chunk per module and frame, as received; each
+module has an NXdetector_module group (``<detector>/<module name>``) giving
+its plane in ``data`` (``data_origin``, ``data_size``) and its place in the
+full image (``full_image_origin`` [row, column], ``full_image_rotation`` in
+quarter turns counter-clockwise, as numpy.rot90), with the full image's
+shape in ``<detector>/full_image_shape``; ``module_sequence_number``
+(frames x modules) holds the frame number of every stored module chunk, -1
+where a module sent nothing (its plane reads as the dataset's fill value).
+
 The dataset grows by doubling and is trimmed at close, and frame numbers are
 kept in memory and written once, because resizing and writing a tiny dataset
 for every frame is what limits the rate of older receivers.
@@ -28,8 +38,9 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from receiver.assembly import fill_of
 from receiver.chunk_io import ChunkWriteError, write_chunks
-from receiver.model import Buffer, Image, StackedImage
+from receiver.model import Buffer, Image, ModuleImage, ModuleLayout, StackedImage
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +50,10 @@ class FrameRejectedError(ValueError):
 
 
 STORED_COMPRESSIONS = ("none", "bslz4")
+DETECTOR_FIELDS = frozenset(
+    {"data", "sequence_number", "missing_frames", "module_sequence_number", "full_image_shape"}
+)
+"""Names this module writes in the NXdetector group itself."""
 
 
 def _now() -> str:
@@ -48,8 +63,12 @@ def _now() -> str:
 class NexusFile:
     """An open series file; create with :meth:`create`, finish with :meth:`close`."""
 
-    def __init__(self, h5: h5py.File, detector: h5py.Group) -> None:
+    def __init__(
+        self, h5: h5py.File, detector: h5py.Group, modules: ModuleLayout | None = None
+    ) -> None:
         self._h5 = h5
+        self._modules = modules
+        self._module_numbers: np.ndarray | None = None
         self.path = Path(h5.filename)
         self.directory = self.path.parent
         self._detector = detector
@@ -62,8 +81,20 @@ class NexusFile:
         self.frames_written = 0
 
     @classmethod
-    def create(cls, path: Path, detector_name: str, meta: dict[str, Any]) -> NexusFile:
-        """Create the file (never over an existing one) with its NeXus groups and metadata."""
+    def create(
+        cls,
+        path: Path,
+        detector_name: str,
+        meta: dict[str, Any],
+        modules: ModuleLayout | None = None,
+        module_meta: dict[str, dict[str, Any]] | None = None,
+    ) -> NexusFile:
+        """Create the file (never over an existing one) with its NeXus groups and metadata.
+
+        ``modules``: a multi-module detector, whose geometry goes to one
+        NXdetector_module group per module (with ``module_meta``, the header
+        metadata in which that module differs).
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         h5 = h5py.File(path, "x")
         try:
@@ -76,10 +107,12 @@ class NexusFile:
             detector = instrument.create_group(detector_name)
             detector.attrs["NX_class"] = "NXdetector"
             _store_metadata(detector, meta)
+            if modules is not None:
+                _store_geometry(detector, modules, module_meta or {})
         except BaseException:
             h5.close()
             raise
-        return cls(h5, detector)
+        return cls(h5, detector, modules)
 
     def write(self, image: Image) -> None:
         """Store one frame (see :meth:`write_many`); raise if it is refused."""
@@ -94,7 +127,9 @@ class NexusFile:
         returned, not stored. An I/O error raises :class:`ChunkWriteError`
         after recording what was written before it.
         """
-        if self._stacked or (self._data is None and images and type(images[0]) is StackedImage):
+        if self._stacked or (
+            self._data is None and images and isinstance(images[0], StackedImage | ModuleImage)
+        ):
             return self._write_stacked(images)
         refused: list[FrameRejectedError] = []
         indices: list[int] = []
@@ -120,14 +155,19 @@ class NexusFile:
         return refused
 
     def _write_stacked(self, images: Sequence[Image]) -> list[FrameRejectedError]:
-        """:meth:`write_many` for frames of several planes: one chunk per plane, as received."""
+        """:meth:`write_many` for frames of several planes: one chunk per plane, as received.
+
+        A module that sent nothing for a frame leaves its plane unwritten
+        (the fill value) and -1 in ``module_sequence_number``.
+        """
         refused: list[FrameRejectedError] = []
         frames: list[int] = []
+        ends: list[int] = []
         indices: list[int] = []
         planes: list[int] = []
         blobs: list[Buffer] = []
         for image in images:
-            if not isinstance(image, StackedImage):
+            if not isinstance(image, StackedImage | ModuleImage):
                 refused.append(
                     FrameRejectedError(
                         f"frame {image.frame} is a single plane but the series started with "
@@ -143,15 +183,21 @@ class NexusFile:
             self._numbers[index] = image.frame
             frames.append(index)
             for plane, chunk in enumerate(image.chunks()):
+                if chunk is None:
+                    continue
                 indices.append(index)
                 planes.append(plane)
                 blobs.append(chunk)
-        per_frame = self._layout[0][0] if self._layout else 1
+                if self._module_numbers is not None:
+                    self._module_numbers[index, plane] = image.frame
+            ends.append(len(indices))
         try:
             write_chunks(self._data, indices, blobs, planes=planes)
         except ChunkWriteError as exc:
-            done = exc.written // per_frame
+            done = bisect.bisect_right(ends, exc.written)
             self._numbers[frames[done:]] = -1
+            if self._module_numbers is not None:
+                self._module_numbers[frames[done:]] = -1
             frames = frames[:done]
             raise
         finally:
@@ -218,6 +264,11 @@ class NexusFile:
             if self._data is not None:
                 self._data.resize(count, axis=0)
             self._detector.create_dataset("sequence_number", data=self._numbers[:count])
+            if self._modules is not None:
+                numbers = self._module_numbers
+                if numbers is None:
+                    numbers = np.full((0, len(self._modules.modules)), -1, dtype=np.int64)
+                self._detector.create_dataset("module_sequence_number", data=numbers[:count])
             self._detector.create_dataset(
                 "missing_frames", data=np.asarray(missing, dtype=np.int64)
             )
@@ -237,7 +288,11 @@ class NexusFile:
         self, shape: tuple[int, ...], dtype: np.dtype, compression: str, stacked: bool = False
     ) -> None:
         """One chunk per frame, or per plane of a stacked frame (``shape[0]`` planes)."""
-        filters = hdf5plugin.Bitshuffle(cname="lz4") if compression == "bslz4" else {}
+        filters: dict[str, Any] = (
+            dict(hdf5plugin.Bitshuffle(cname="lz4")) if compression == "bslz4" else {}
+        )
+        if self._modules is not None:
+            filters["fillvalue"] = _module_fill(self._modules, dtype)
         self._data = self._detector.create_dataset(
             "data",
             shape=(0, *shape),
@@ -246,6 +301,10 @@ class NexusFile:
             dtype=dtype,
             **filters,
         )
+        if self._modules is not None:
+            self._module_numbers = np.full((0, shape[0]), -1, dtype=np.int64)
+            for placement in self._modules.modules:
+                self._detector[placement.name]["data_size"] = np.array([1, *shape[1:]], np.int64)
         self._stacked = stacked
         self._layout = (shape, dtype, compression)
         nxdata = self._h5["entry"].create_group("data")
@@ -260,6 +319,44 @@ class NexusFile:
         grown = np.full(new_capacity, -1, dtype=np.int64)
         grown[: len(self._numbers)] = self._numbers
         self._numbers = grown
+        if self._module_numbers is not None:
+            modules = np.full((new_capacity, self._module_numbers.shape[1]), -1, dtype=np.int64)
+            modules[: len(self._module_numbers)] = self._module_numbers
+            self._module_numbers = modules
+
+
+def _store_geometry(
+    detector: h5py.Group, layout: ModuleLayout, module_meta: dict[str, dict[str, Any]]
+) -> None:
+    """One NXdetector_module per module: its plane in ``data`` and its place in the full image."""
+    shape = detector.create_dataset("full_image_shape", data=np.array(layout.full_shape, np.int64))
+    shape.attrs["description"] = "rows and columns of the full image the modules are placed in"
+    for index, placement in enumerate(layout.modules):
+        group = detector.create_group(placement.name)
+        group.attrs["NX_class"] = "NXdetector_module"
+        group["data_origin"] = np.array([index, 0, 0], np.int64)
+        group["data_origin"].attrs["description"] = (
+            "this module's plane in data: data[:, data_origin[0]] (frames x H x W)"
+        )
+        group["full_image_origin"] = np.array([placement.y, placement.x], np.int64)
+        group["full_image_origin"].attrs["description"] = (
+            "row and column of the full image where the turned module frame starts"
+        )
+        group["full_image_rotation"] = placement.rotation % 4
+        group["full_image_rotation"].attrs["description"] = (
+            "quarter turns counter-clockwise (numpy.rot90) that turn the module frame the way "
+            "it sits in the full image: full[r:r+h, c:c+w] = numpy.rot90(plane, k)"
+        )
+        group["stream"] = placement.endpoint
+        _store_metadata(group, module_meta.get(placement.name, {}))
+
+
+def _module_fill(layout: ModuleLayout, dtype: np.dtype) -> Any:
+    """The layout's fill value in ``dtype``, for the planes a module did not send."""
+    try:
+        return fill_of(layout, dtype)
+    except ValueError as exc:
+        raise FrameRejectedError(str(exc)) from None
 
 
 def _store_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:

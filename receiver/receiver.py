@@ -6,9 +6,11 @@ it is also what the HTTP API views.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -16,10 +18,12 @@ import zmq
 from receiver.collector import Collector
 from receiver.config import ReceiverConfig
 from receiver.forwarder import Forwarder
-from receiver.model import Image, Malformed, Message
-from receiver.protocols import PROTOCOLS
+from receiver.model import Image, Malformed, Message, ModuleLayout, ModulePlacement
+from receiver.module_match import ModuleMatcher
+from receiver.protocols import PROTOCOLS, Parser, stins
 from receiver.reorder import Reorderer
 from receiver.series_reorder import SeriesReorderer
+from receiver.series_rotation import SeriesRotation
 from receiver.state import StatusBoard
 from receiver.transforms import build_pipeline, with_transforms
 from receiver.workers import Worker
@@ -40,17 +44,31 @@ class Receiver:
         self._downsample = 1
         self._context = zmq.Context(io_threads=config.io_threads)
         protocol = PROTOCOLS[config.protocol]
-        self._reorderer: Reorderer[Message | Malformed] = (
-            Reorderer(config.reorder_window, config.gap_timeout, config.reorder_bytes)
-            if protocol.series is None
-            else SeriesReorderer(
+        self._matcher: ModuleMatcher | None = None
+        self._reorderer: Reorderer[Message | Malformed] | ModuleMatcher
+        if config.modules:
+            self._reorderer = self._matcher = ModuleMatcher(
+                _module_layout(config),
+                config.reorder_window,
+                config.gap_timeout,
+                config.reorder_bytes,
+            )
+        elif protocol.series is None:
+            self._reorderer = Reorderer(
+                config.reorder_window, config.gap_timeout, config.reorder_bytes
+            )
+        else:
+            self._reorderer = SeriesReorderer(
                 config.reorder_window, config.gap_timeout, config.reorder_bytes, protocol.series
             )
-        )
         self._writer = SeriesWriter(config, self.board, self._unreadable)
         self._forwarder = (
             Forwarder(
-                self._context, config.forward, config.forward_hwm, config.forward_buffer_bytes
+                self._context,
+                config.forward,
+                config.forward_hwm,
+                config.forward_buffer_bytes,
+                self.board.fail,
             )
             if config.forward
             else None
@@ -58,21 +76,49 @@ class Receiver:
         self._collector = Collector(
             self._reorderer, self._writer, self._forwarder, config.batch_bytes
         )
-        parse = with_transforms(protocol.parse, build_pipeline(config.transforms))
-        self._workers = [
-            Worker(
-                i,
-                self._context,
-                config.connect,
-                config.worker_rcvhwm,
-                config.batch_bytes,
-                parse,
-                self._reorderer,
-                self._report_unreadable,
-                subscribe=config.socket == "sub",
-            )
-            for i in range(config.workers)
-        ]
+        transforms = build_pipeline(config.transforms)
+        if self._matcher is None:
+            parse = with_transforms(protocol.parse, transforms)
+            if protocol.series is not None and protocol.series.opener is None:
+                # Dectris headers may ask for a rotation; SLS streams send no header.
+                parse = SeriesRotation(config.gap_timeout).wrap(parse)
+            self._workers = [
+                self._worker(i, config.connect, parse, self._reorderer, self._report_unreadable)
+                for i in range(config.workers)
+            ]
+        else:
+            parse = with_transforms(stins.parse_module, transforms)
+            self._workers = [
+                self._worker(
+                    f"{module.name}-{i}",
+                    [module.connect],
+                    parse,
+                    reorderer,
+                    functools.partial(self._report_module_unreadable, module.name, module.connect),
+                )
+                for module, reorderer in zip(config.modules, self._matcher.inputs, strict=True)
+                for i in range(config.workers)
+            ]
+
+    def _worker(
+        self,
+        name: int | str,
+        endpoints: list[str],
+        parse: Parser,
+        reorderer: Reorderer[Message | Malformed],
+        on_unreadable: Callable[[str], None],
+    ) -> Worker:
+        return Worker(
+            name,
+            self._context,
+            endpoints,
+            self.config.worker_rcvhwm,
+            self.config.batch_bytes,
+            parse,
+            reorderer,
+            on_unreadable,
+            subscribe=self.config.socket == "sub",
+        )
 
     @property
     def forward_endpoint(self) -> str | None:
@@ -89,7 +135,7 @@ class Receiver:
         logger.info(
             "receiving %s from %s with %d workers",
             self.config.protocol,
-            ", ".join(self.config.connect),
+            ", ".join(self.config.endpoints),
             len(self._workers),
         )
 
@@ -110,6 +156,11 @@ class Receiver:
     def _report_unreadable(self, reason: str) -> None:
         self._unreadable.append(reason)
         self.board.fail(f"an unreadable message was skipped: {reason}")
+
+    def _report_module_unreadable(self, name: str, endpoint: str, reason: str) -> None:
+        self.board.fail(
+            f"module {name!r} ({endpoint}): an unreadable message was skipped: {reason}"
+        )
 
     # The view the HTTP API serves.
 
@@ -132,8 +183,9 @@ class Receiver:
             },
             forwarder=self._forwarder_status(),
             unreadable_messages=sum(w.unreadable_count for w in self._workers),
+            modules=self._matcher.snapshot() if self._matcher is not None else None,
             config={
-                "connect": self.config.connect,
+                "connect": self.config.endpoints,
                 "protocol": self.config.protocol,
                 "workers": self.config.workers,
                 "data_root": str(self.config.data_root.resolve()),
@@ -188,3 +240,16 @@ class Receiver:
             "forward_missed_total": self._forwarder.missed if self._forwarder else 0,
             "error": float(self.board.state == "error"),
         }
+
+
+def _module_layout(config: ReceiverConfig) -> ModuleLayout:
+    """The modules' placement as the matcher, the file and the assembly use it."""
+    if config.full_shape is None:
+        raise ValueError("modules need full_shape")
+    return ModuleLayout(
+        modules=tuple(
+            ModulePlacement(m.name, m.connect, m.x, m.y, m.rotation % 4) for m in config.modules
+        ),
+        full_shape=config.full_shape,
+        fill_value=config.fill_value,
+    )

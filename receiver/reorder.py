@@ -57,15 +57,27 @@ class Stale:
 class Reorderer(Generic[T]):
     """A bounded buffer that releases items in ``seq`` order (see module docstring)."""
 
-    def __init__(self, window: int, gap_timeout: float, window_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        window: int,
+        gap_timeout: float,
+        window_bytes: int | None = None,
+        shared: tuple[threading.Lock, threading.Condition] | None = None,
+    ) -> None:
+        """``shared``: a lock and a condition on it that several reorderers share, so
+        that one consumer can wait on all of them (the module matcher); the
+        condition is notified whenever something is added."""
         if window < 1:
             raise ValueError("window must be at least 1")
         self._window = window
         self._window_bytes = window_bytes
         self._pending_bytes = 0
         self._gap_timeout = gap_timeout
-        self._lock = threading.Lock()
-        self._can_get = threading.Condition(self._lock)
+        if shared is None:
+            self._lock = threading.Lock()
+            self._can_get = threading.Condition(self._lock)
+        else:
+            self._lock, self._can_get = shared
         self._can_put = threading.Condition(self._lock)
         self._pending: dict[int, tuple[T, bool, int]] = {}
         self._next: int | None = None
@@ -123,17 +135,33 @@ class Reorderer(Generic[T]):
         deadline = time.monotonic() + timeout
         with self._lock:
             while not self._closed:
-                batch: list[T | Gap | Stale] = []
-                while len(batch) < limit and (ready := self._take_next()) is not None:
-                    batch.append(ready)
+                batch = self.take_ready(limit)
                 if batch:
-                    self._can_put.notify_all()
                     return batch
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
                 self._can_get.wait(min(remaining, self._gap_wait()))
             return []
+
+    def take_ready(self, limit: int) -> list[T | Gap | Stale]:
+        """Up to ``limit`` items that are ready now; the caller holds the (shared) lock."""
+        batch: list[T | Gap | Stale] = []
+        while len(batch) < limit and (ready := self._take_next()) is not None:
+            batch.append(ready)
+        if batch:
+            self._can_put.notify_all()
+        return batch
+
+    @property
+    def pending(self) -> int:
+        """Messages held, waiting for their turn (read with the lock held)."""
+        return len(self._pending)
+
+    @property
+    def stalled(self) -> bool:
+        """Waiting for a missing message, which ``gap_timeout`` will skip (lock held)."""
+        return self._stalled_since is not None
 
     def _gap_wait(self) -> float:
         if self._stalled_since is None:
@@ -175,13 +203,24 @@ class Reorderer(Generic[T]):
         return gap
 
     def _restart_header(self) -> int | None:
-        """The lowest pending header that starts a new numbering, if any."""
+        """The lowest pending header that starts a new numbering, if any.
+
+        At the very start (nothing released yet) a header with lower numbers
+        pending is not one: those belong to an earlier header that a slower
+        worker still holds (several series queued before the receiver read
+        anything), so they wait for it as any gap does.
+        """
         headers = [
             seq
             for seq, (_, is_header, _) in self._pending.items()
             if is_header and (self._next is None or seq < self._next)
         ]
-        return min(headers) if headers else None
+        if not headers:
+            return None
+        first = min(headers)
+        if self._next is None and min(self._pending) < first:
+            return None
+        return first
 
     def _restart_at(self, seq: int) -> T | Stale:
         """Start the new numbering at header ``seq``.

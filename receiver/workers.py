@@ -31,7 +31,7 @@ class Worker(threading.Thread):
 
     def __init__(
         self,
-        index: int,
+        index: int | str,
         context: zmq.Context,
         endpoints: list[str],
         rcvhwm: int,

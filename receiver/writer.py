@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from receiver.config import ReceiverConfig
-from receiver.model import Image, Malformed, SeriesEnd, SeriesStart
+from receiver.model import Image, Malformed, Problem, SeriesEnd, SeriesStart
 from receiver.nexus import FrameRejectedError, NexusFile
 from receiver.paths import PathRefusedError, resolve_destination
 from receiver.reorder import Gap, Stale
@@ -26,7 +26,7 @@ from receiver.state import RateMeter, StatusBoard
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-WriterItem = SeriesStart | Image | SeriesEnd | Malformed | Gap | Stale
+WriterItem = SeriesStart | Image | SeriesEnd | Malformed | Gap | Stale | Problem
 _STOP = object()
 SPACE_CHECK_BYTES = 64 * 1024**2
 
@@ -128,6 +128,10 @@ class SeriesWriter:
                     f"{count} messages arrived after the receiver had moved past their place "
                     "(an earlier series, or twice) and were dropped"
                 )
+            case Problem(reason=reason, lost=lost, malformed=malformed):
+                self._board.series.messages_lost += lost
+                self._board.series.malformed_messages += malformed
+                self._board.fail(reason)
 
     def _start(self, header: SeriesStart) -> None:
         if self._series_open:
@@ -148,7 +152,10 @@ class SeriesWriter:
             path = resolve_destination(self._config.data_root, header.filename)
             self._bytes_since_check = SPACE_CHECK_BYTES
             self._check_space(self._config.data_root, 0)
-            return NexusFile.create(path, self._config.detector_name, header.meta), ""
+            file = NexusFile.create(
+                path, self._config.detector_name, header.meta, header.modules, header.module_meta
+            )
+            return file, ""
         except PathRefusedError as exc:
             return None, f"series refused, nothing written: {exc}"
         except OSError as exc:

@@ -5,7 +5,9 @@ connects) and sends frames whose pixels tell their frame number
 (:mod:`sim.frames`), so whoever stores them can be checked. It speaks STINS
 (every message numbered with ``msg_number``), Dectris stream v1 and v2 and
 the SLS stream (:mod:`sim.series`); :meth:`StreamGenerator.send_raw` sends
-recorded messages as they are (``daq-replay``). The settings are one pydantic
+recorded messages as they are (``daq-replay``). A multi-module detector
+(one STINS stream per module, :mod:`sim.geometry`) is sent by
+:class:`sim.module_streams.ModuleStreams`. The settings are one pydantic
 model validated at the edge; the CLI in :mod:`sim.generator_cli` only maps
 flags onto it.
 """
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 
 from receiver.model import Buffer
 from sim.frames import encoded_frame
+from sim.geometry import Geometry, default_geometry
 from sim.series import SeriesMessages, series_messages
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,21 @@ class GeneratorSettings(BaseModel):
     timeout_s: float = Field(
         10.0, gt=0, allow_inf_nan=False, description="wait for a peer / for delivery at the end"
     )
+    modules: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="0: one stream; K: a detector of K modules, one STINS stream each, whose "
+        "frames are the modules' parts of the synthetic full frame (shape = a module's)",
+    )
+    geometry: Geometry | None = Field(
+        None,
+        description="where the modules sit in the full image; default: the windmill for 4 "
+        "modules (ForMAX's Lambda), a row for other counts",
+    )
+    module: str | None = Field(
+        None, description="send this module's stream only (one process per module's streamer)"
+    )
 
     @model_validator(mode="after")
     def _fits_the_protocol(self) -> GeneratorSettings:
@@ -107,6 +125,37 @@ class GeneratorSettings(BaseModel):
                 f"{self.compression} {self.dtype}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _modules_fit(self) -> GeneratorSettings:
+        if not (self.modules or self.geometry or self.module):
+            return self
+        if self.protocol != "stins" or len(self.shape) != 2 or self.thresholds != 1:
+            raise ValueError("module streams are STINS streams of 2-D frames, one threshold")
+        if self.distinct_frames:
+            raise ValueError("distinct frames are for one stream, not module streams")
+        geometry = self.module_geometry
+        if geometry is None:
+            raise ValueError("a module is named but no modules are asked for: set modules")
+        if self.modules and self.geometry and len(self.geometry.modules) != self.modules:
+            raise ValueError(
+                f"the geometry has {len(self.geometry.modules)} modules, not {self.modules}"
+            )
+        geometry.check_fits(self.shape)
+        if self.module is not None and self.module not in geometry.names():
+            raise ValueError(
+                f"there is no module {self.module!r}; the modules are {', '.join(geometry.names())}"
+            )
+        return self
+
+    @property
+    def module_geometry(self) -> Geometry | None:
+        """The modules' placement: the geometry given, the default one, or None (one stream)."""
+        if self.geometry is not None:
+            return self.geometry
+        if self.modules:
+            return default_geometry(self.modules, self.shape)
+        return None
 
     @field_validator("endpoint")
     @classmethod

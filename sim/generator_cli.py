@@ -1,5 +1,9 @@
 """``daq-generator``: send synthetic series (STINS, Dectris v1/v2, SLS) to a stream-receiver.
 
+``--modules K`` sends a multi-module detector instead: K STINS streams, one
+per module (:mod:`sim.module_streams`), placed by ``--geometry`` or the default
+windmill; ``--module NAME`` sends one module's stream only.
+
 Maps flags onto :class:`sim.generator.GeneratorSettings` and reports one line
 at the end; everything else lives in :mod:`sim.generator`.
 """
@@ -10,7 +14,7 @@ import argparse
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, get_args
 
 from pydantic import ValidationError
@@ -25,6 +29,8 @@ from sim.generator import (
     StreamGenerator,
     StreamProtocol,
 )
+from sim.geometry import Geometry, load_geometry
+from sim.module_streams import ModuleStreams
 
 log = logging.getLogger("daq-generator")
 
@@ -196,6 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail when no receiver takes data for S seconds (default: %(default)s)",
     )
     parser.add_argument(
+        "--modules",
+        type=int,
+        default=DEFAULTS.modules,
+        metavar="K",
+        help="send a detector of K modules, one STINS stream each (MAX IV's Lambda format), "
+        "on consecutive ports from the --bind/--connect port; --shape is a module's; every "
+        "module's pixels are its part of the synthetic full frame (default: one stream)",
+    )
+    parser.add_argument(
+        "--geometry",
+        type=geometry_file,
+        metavar="FILE",
+        help='JSON {"full_shape": [H, W], "modules": [{"name", "x", "y", "rotation"}, ...]} '
+        "placing the modules (rotation in quarter turns counter-clockwise); default: the "
+        "windmill of ForMAX's Lambda for 4 modules, a row otherwise",
+    )
+    parser.add_argument(
+        "--module",
+        metavar="NAME",
+        help="send only this module's stream, on the --bind/--connect endpoint itself "
+        "(one process per module, as one streamer per module)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         default="INFO",
@@ -215,6 +244,14 @@ def json_object(text: str) -> dict[str, Any]:
             f'must be a JSON object such as \'{{"sensor": "CdTe"}}\', got {type(value).__name__}'
         )
     return value
+
+
+def geometry_file(text: str) -> Geometry:
+    """Read ``--geometry``."""
+    try:
+        return load_geometry(Path(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -249,6 +286,9 @@ def settings_from_args(args: argparse.Namespace) -> GeneratorSettings:
         distinct_frames=args.distinct_frames,
         send_hwm=args.send_hwm,
         timeout_s=args.timeout,
+        modules=args.modules,
+        geometry=args.geometry,
+        module=args.module,
     )
 
 
@@ -282,7 +322,8 @@ def series_filename(template: str, index: int, count: int) -> str:
 def run(settings: GeneratorSettings, series: int) -> SeriesStats:
     """Send ``series`` series on one socket and add up what was sent."""
     total = SeriesStats(0, 0, 0.0)
-    with StreamGenerator(settings) as generator:
+    streams = ModuleStreams if settings.module_geometry is not None else StreamGenerator
+    with streams(settings) as generator:
         for index in range(1, series + 1):
             filename = series_filename(settings.filename, index, series)
             total += generator.send_series(filename)

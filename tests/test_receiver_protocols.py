@@ -393,3 +393,26 @@ def test_a_stream_of_another_protocol_is_reported_with_a_hint(start_receiver, pl
     assert status["state"] == "error"
     assert "unknown htype 'header'" in status["error"]
     assert "is the stream Dectris stream v1" in status["error"]
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_the_rotation_in_the_header_appendix_turns_that_series_frames(
+    start_receiver, player, tmp_path, workers
+):
+    receiver = start_receiver(player.endpoint, "dectris-v1", workers=workers)
+    frames = [synthetic_frame(k, SYNTHETIC, "uint32") for k in range(5)]
+    messages = [
+        eiger_stream1.encode_header(21, "none", appendix={"filename": "turned.h5", "rotate": 1}),
+        *(
+            eiger_stream1.encode_image(21, k, bslz4.compress(pixels), SYNTHETIC, "uint32")
+            for k, pixels in enumerate(frames)
+        ),
+        eiger_stream1.encode_series_end(21),
+    ]
+    player.send_raw(messages)
+    assert finished(receiver)["state"] == "idle"
+    with h5py.File(tmp_path / "turned.h5") as f:
+        data = f[f"{DETECTOR}/data"]
+        assert data.shape == (5, SYNTHETIC[1], SYNTHETIC[0])
+        for k, pixels in enumerate(frames):
+            np.testing.assert_array_equal(data[k], np.rot90(pixels, 1))

@@ -102,6 +102,17 @@ def test_header_arriving_after_its_first_images_is_released_first() -> None:
     assert drain(reorderer, 4) == ["h0", "i1", "i2", "i3"]
 
 
+def test_at_the_start_a_later_header_waits_for_the_earlier_one_a_slower_worker_holds() -> None:
+    """Two series queued before the receiver read anything; the worker holding h0 is late."""
+    reorderer: Reorderer[str] = Reorderer(window=8, gap_timeout=LONG)
+    reorderer.put_many([(1, "i1", False, 0), (3, "h3", True, 0), (5, "i5", False, 0)])
+    assert reorderer.get(0.05) is None
+
+    reorderer.put_many([(0, "h0", True, 0), (2, "end2", False, 0), (4, "i4", False, 0)])
+
+    assert drain(reorderer, 6) == ["h0", "i1", "end2", "h3", "i4", "i5"]
+
+
 def test_numbering_continues_across_series() -> None:
     reorderer: Reorderer[str] = Reorderer(window=16, gap_timeout=LONG)
     stream = [(0, "h0", True), (1, "i1", False), (2, "i2", False), (3, "end3", False)]

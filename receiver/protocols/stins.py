@@ -130,7 +130,41 @@ def parse(parts: Sequence[Buffer]) -> Message:
     """Parse the parts of one STINS message; raise :class:`MalformedMessage` naming the fault."""
     if not parts:
         raise MalformedMessage("empty message")
+    return _parse_fields(_load_json(parts[0], "part 0"), parts)
+
+
+def parse_module(parts: Sequence[Buffer]) -> Message:
+    """One message of one module's stream of a multi-module detector (XSpectrum Lambda).
+
+    As :func:`parse`, except that an image announcing the stack of all
+    modules - ``shape`` [K, H, W] with ``chunks`` [1, H, W], its one blob being
+    this module's plane, as MAX IV's Lambda streamers send it - is read as
+    this module's H x W image. A plain [H, W] image is taken as it is.
+    """
+    if not parts:
+        raise MalformedMessage("empty message")
     fields = _load_json(parts[0], "part 0")
+    if isinstance(fields, dict) and "chunks" in fields and fields.get("htype") == "image":
+        fields = _module_plane(fields)
+    return _parse_fields(fields, parts)
+
+
+def _module_plane(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a module's image announced as its plane of the stack, as its own."""
+    shape, chunks = fields.get("shape"), fields.get("chunks")
+    if isinstance(shape, list) and len(shape) == 3 and chunks == [1, *shape[1:]]:
+        plane = {key: value for key, value in fields.items() if key != "chunks"}
+        plane["shape"] = shape[1:]
+        return plane
+    seq = fields.get("msg_number")
+    raise MalformedMessage(
+        f"image: a module's frame is announced as shape [H, W], or [K, H, W] with chunks "
+        f"[1, H, W]; got shape {shape!r} with chunks {chunks!r}",
+        seq=seq if type(seq) is int else None,
+    )
+
+
+def _parse_fields(fields: Any, parts: Sequence[Buffer]) -> Message:
     if not isinstance(fields, dict):
         raise MalformedMessage(f"part 0 must be a JSON object, got {type(fields).__name__}")
     seq = fields.get("msg_number")
