@@ -16,7 +16,9 @@ import zmq
 from receiver.model import Image
 from receiver.transforms import cbf
 from sim.frames import synthetic_frame
+from sim.pilatus import CamserverSimulator
 from sim.ports import free_port
+from streamers.pilatus import PilatusStreamer, StreamerConfig
 from tests.helpers import Processes, wait_until
 
 SHAPE = (12, 10)
@@ -169,3 +171,16 @@ def _listening(port: int, proc: subprocess.Popen) -> bool:
     except OSError:
         return False
     return True
+
+
+def start_streamer(imgpath: Path, camserver: CamserverSimulator) -> PilatusStreamer:
+    """pilatus-streamer in this process, on free ports, for ``camserver``'s RAM disk."""
+    return PilatusStreamer(
+        StreamerConfig(
+            imgpath=imgpath,
+            camserver=camserver.address,
+            listen=("127.0.0.1", 0),
+            stream="tcp://127.0.0.1:*",
+            file_timeout=2.0,
+        )
+    )

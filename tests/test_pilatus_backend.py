@@ -14,9 +14,9 @@ from devices.settings import AcquisitionSettings, TriggerMode
 from sim.pilatus import CamserverSimulator, RamDisk
 from sim.ports import free_port
 from sim.trigger_input import fire
-from streamers.pilatus import PilatusStreamer, StreamerConfig
+from streamers.pilatus import PilatusStreamer
 from tests.helpers import Processes, wait_until
-from tests.pilatus_support import SHAPE, StreamCollector, assert_frames, start_chain
+from tests.pilatus_support import SHAPE, StreamCollector, assert_frames, start_chain, start_streamer
 
 DEVICE_DEFAULTS = {
     "TriggerInputAddress": "tcp://127.0.0.1:9998",
@@ -40,21 +40,9 @@ def camserver(imgpath: Path) -> Iterator[CamserverSimulator]:
     sim.close()
 
 
-def streamer_for(imgpath: Path, camserver: CamserverSimulator) -> PilatusStreamer:
-    return PilatusStreamer(
-        StreamerConfig(
-            imgpath=imgpath,
-            camserver=camserver.address,
-            listen=("127.0.0.1", 0),
-            stream="tcp://127.0.0.1:*",
-            file_timeout=2.0,
-        )
-    )
-
-
 @pytest.fixture
 def streamer(imgpath: Path, camserver: CamserverSimulator) -> Iterator[PilatusStreamer]:
-    app = streamer_for(imgpath, camserver)
+    app = start_streamer(imgpath, camserver)
     yield app
     app.close()
 
@@ -249,7 +237,7 @@ def test_camserver_refusing_the_start_is_a_backend_error_with_its_reason(
     imgpath: Path,
 ) -> None:
     sim = CamserverSimulator(imgpath, shape=SHAPE, ramdisk=RamDisk(limit_bytes=1000))
-    app = streamer_for(imgpath, sim)
+    app = start_streamer(imgpath, sim)
     pilatus = backend_for(app)
     try:
         with pytest.raises(BackendError) as refused:
@@ -266,7 +254,7 @@ def test_a_ram_disk_that_fills_up_mid_series_is_an_error_state_with_the_reason(
     imgpath: Path,
 ) -> None:
     sim = CamserverSimulator(imgpath, shape=SHAPE, ramdisk=RamDisk(limit_bytes=40_000))
-    app = streamer_for(imgpath, sim)
+    app = start_streamer(imgpath, sim)
     pilatus = backend_for(app)
     try:
         pilatus.arm(settings(TriggerMode.INTERNAL, 50, exposure_time=0.001, frame_time=0.002))
@@ -299,7 +287,7 @@ def test_losing_camserver_mid_series_is_an_error_state_naming_it(
 def test_losing_the_streamer_mid_series_is_an_error_state_then_arm_says_why(
     imgpath: Path, camserver: CamserverSimulator
 ) -> None:
-    app = streamer_for(imgpath, camserver)
+    app = start_streamer(imgpath, camserver)
     pilatus = backend_for(app)
     try:
         pilatus.arm(settings(TriggerMode.INTERNAL, 1000, frame_time=0.05))

@@ -14,7 +14,7 @@ import pytest
 from sim.frames import synthetic_frame
 from sim.pilatus import CamserverSimulator, RamDisk, cbf
 from streamers import pilatus as pilatus_cli
-from streamers.pilatus import PilatusStreamer, StreamerConfig
+from streamers.pilatus import PilatusStreamer
 from streamers.pilatus_stream import (
     CbfError,
     CbfIncomplete,
@@ -30,6 +30,7 @@ from tests.pilatus_support import (
     StreamCollector,
     assert_frames,
     decode_cbf,
+    start_streamer,
 )
 
 
@@ -45,18 +46,6 @@ def camserver(imgpath: Path) -> Iterator[CamserverSimulator]:
     sim = CamserverSimulator(imgpath, trigger_endpoint="tcp://127.0.0.1:*", shape=SHAPE)
     yield sim
     sim.close()
-
-
-def start_streamer(imgpath: Path, camserver: CamserverSimulator) -> PilatusStreamer:
-    return PilatusStreamer(
-        StreamerConfig(
-            imgpath=imgpath,
-            camserver=camserver.address,
-            listen=("127.0.0.1", 0),
-            stream="tcp://127.0.0.1:*",
-            file_timeout=2.0,
-        )
-    )
 
 
 @pytest.fixture
