@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sim.pilatus import CamserverSimulator
+from streamers.pilatus import PilatusStreamer
 from tests.helpers import Processes
+from tests.pilatus_support import SHAPE, StreamCollector, start_streamer
 from tests.tango_bench import Bench, running_bench
 
 
@@ -48,3 +51,34 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     """A Tango database (DatabaseDS, sqlite) on 127.0.0.1 for one test module."""
     yield from running_bench(tmp_path_factory.mktemp("tango"))
+
+
+# The Pilatus pieces (tests/test_pilatus_*.py): a RAM disk, camserver, streamer, its stream.
+
+
+@pytest.fixture
+def imgpath(tmp_path: Path) -> Path:
+    path = tmp_path / "ramdisk"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def camserver(imgpath: Path) -> Iterator[CamserverSimulator]:
+    sim = CamserverSimulator(imgpath, trigger_endpoint="tcp://127.0.0.1:*", shape=SHAPE)
+    yield sim
+    sim.close()
+
+
+@pytest.fixture
+def streamer(imgpath: Path, camserver: CamserverSimulator) -> Iterator[PilatusStreamer]:
+    app = start_streamer(imgpath, camserver)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def stream(streamer: PilatusStreamer) -> Iterator[StreamCollector]:
+    collector = StreamCollector(streamer.stream_endpoint)
+    yield collector
+    collector.close()

@@ -184,3 +184,9 @@ def start_streamer(imgpath: Path, camserver: CamserverSimulator) -> PilatusStrea
             file_timeout=2.0,
         )
     )
+
+
+def configure(client: CamserverClient, exptime: float, expperiod: float, nimages: int) -> None:
+    assert client.ask(f"exptime {exptime}").startswith("15 OK")
+    assert client.ask(f"expperiod {expperiod}").startswith("15 OK")
+    assert client.ask(f"nimages {nimages}").startswith("15 OK")

@@ -26,34 +26,6 @@ DEVICE_DEFAULTS = {
 }
 
 
-@pytest.fixture
-def imgpath(tmp_path: Path) -> Path:
-    path = tmp_path / "ramdisk"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def camserver(imgpath: Path) -> Iterator[CamserverSimulator]:
-    sim = CamserverSimulator(imgpath, trigger_endpoint="tcp://127.0.0.1:*", shape=SHAPE)
-    yield sim
-    sim.close()
-
-
-@pytest.fixture
-def streamer(imgpath: Path, camserver: CamserverSimulator) -> Iterator[PilatusStreamer]:
-    app = start_streamer(imgpath, camserver)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def stream(streamer: PilatusStreamer) -> Iterator[StreamCollector]:
-    collector = StreamCollector(streamer.stream_endpoint)
-    yield collector
-    collector.close()
-
-
 def backend_for(streamer: PilatusStreamer) -> Backend:
     host, port = streamer.address
     return create_backend(

@@ -16,21 +16,7 @@ from sim.pilatus import CamserverSimulator, RamDisk, series_names
 from sim.trigger_input import fire
 from streamers.pilatus_stream import CamserverNames
 from tests.helpers import wait_until
-from tests.pilatus_support import SHAPE, CamserverClient
-
-
-@pytest.fixture
-def imgpath(tmp_path: Path) -> Path:
-    path = tmp_path / "ramdisk"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def camserver(imgpath: Path) -> Iterator[CamserverSimulator]:
-    sim = CamserverSimulator(imgpath, trigger_endpoint="tcp://127.0.0.1:*", shape=SHAPE)
-    yield sim
-    sim.close()
+from tests.pilatus_support import SHAPE, CamserverClient, configure
 
 
 @pytest.fixture
@@ -38,12 +24,6 @@ def client(camserver: CamserverSimulator) -> Iterator[CamserverClient]:
     connection = CamserverClient(camserver.address)
     yield connection
     connection.close()
-
-
-def configure(client: CamserverClient, exptime: float, expperiod: float, nimages: int) -> None:
-    assert client.ask(f"exptime {exptime}").startswith("15 OK")
-    assert client.ask(f"expperiod {expperiod}").startswith("15 OK")
-    assert client.ask(f"nimages {nimages}").startswith("15 OK")
 
 
 @pytest.mark.parametrize(

@@ -29,37 +29,10 @@ from tests.pilatus_support import (
     CamserverClient,
     StreamCollector,
     assert_frames,
+    configure,
     decode_cbf,
     start_streamer,
 )
-
-
-@pytest.fixture
-def imgpath(tmp_path: Path) -> Path:
-    path = tmp_path / "ramdisk"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def camserver(imgpath: Path) -> Iterator[CamserverSimulator]:
-    sim = CamserverSimulator(imgpath, trigger_endpoint="tcp://127.0.0.1:*", shape=SHAPE)
-    yield sim
-    sim.close()
-
-
-@pytest.fixture
-def streamer(imgpath: Path, camserver: CamserverSimulator) -> Iterator[PilatusStreamer]:
-    app = start_streamer(imgpath, camserver)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def stream(streamer: PilatusStreamer) -> Iterator[StreamCollector]:
-    collector = StreamCollector(streamer.stream_endpoint)
-    yield collector
-    collector.close()
 
 
 @pytest.fixture
@@ -67,12 +40,6 @@ def client(streamer: PilatusStreamer) -> Iterator[CamserverClient]:
     connection = CamserverClient(streamer.address)
     yield connection
     connection.close()
-
-
-def configure(client: CamserverClient, exptime: float, expperiod: float, nimages: int) -> None:
-    assert client.ask(f"exptime {exptime}").startswith("15 OK")
-    assert client.ask(f"expperiod {expperiod}").startswith("15 OK")
-    assert client.ask(f"nimages {nimages}").startswith("15 OK")
 
 
 def series_ended(stream: StreamCollector, count: int = 1) -> None:
