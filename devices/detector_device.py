@@ -9,6 +9,7 @@ which runs the closed loop with the backend and receiver chosen by properties.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -249,18 +250,7 @@ class DetectorDevice(Device):
 
     def _update(self, name: str, **change: Any) -> None:
         self._settable(name)
-        self._settings = AcquisitionSettings(**{**self._settings_dict(), **change})
-
-    def _settings_dict(self) -> dict[str, Any]:
-        s = self._settings
-        return {
-            "exposure_time": s.exposure_time,
-            "frame_time": s.frame_time,
-            "trigger_mode": s.trigger_mode,
-            "n_triggers": s.n_triggers,
-            "frames_per_trigger": s.frames_per_trigger,
-            "filename": s.filename,
-        }
+        self._settings = dataclasses.replace(self._settings, **change)
 
     # Commands
 
