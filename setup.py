@@ -2,4 +2,9 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["receiver/_chunks_build.py:ffibuilder"])
+setup(
+    cffi_modules=[
+        "receiver/_chunks_build.py:ffibuilder",
+        "receiver/_zmqbatch_build.py:ffibuilder",
+    ]
+)

@@ -1,14 +1,18 @@
 """Receiving workers: each owns a ZeroMQ PULL socket, parses messages and hands them on.
 
 Parsing runs here, in parallel, so the ordered part of the pipeline only moves
-references. ZeroMQ delivers the parts without copying; blobs stay in the
-ZeroMQ frames until the writer stores them.
+references. A worker takes whatever ZeroMQ holds in one call
+(``receiver.zmq_batch``), without copying: blobs stay in ZeroMQ's buffers
+until the writer has stored them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+import os
+LINGER=float(os.environ.get('LINGER_W','0'))
 from collections.abc import Callable
 
 import zmq
@@ -17,6 +21,7 @@ from receiver.model import Image, Malformed, Message, SeriesStart
 from receiver.protocols import Parser
 from receiver.protocols.errors import MalformedMessage
 from receiver.reorder import Reorderer
+from receiver.zmq_batch import Parts, TooManyParts, batch_receiver
 
 logger = logging.getLogger(__name__)
 
@@ -61,41 +66,23 @@ class Worker(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
+        """Hands on batches: one lock and one wake-up of the reorderer for all of them."""
+        receiver = batch_receiver(self._socket, BATCH)
         try:
             while not self._stopping.is_set():
-                try:
-                    frames = self._socket.recv_multipart(copy=False)
-                except zmq.Again:
-                    continue
-                self._reorderer.put_many(self._drain(frames))
+                messages = receiver.recv(self._batch_bytes)
+                entries = [entry for parts in messages if (entry := self._entry(parts)) is not None]
+                if entries:
+                    self._reorderer.put_many(entries)
+                if 0 < len(messages) < BATCH // 8:
+                    time.sleep(LINGER)
         finally:
             self._socket.close()
 
-    def _drain(self, first: list[zmq.Frame]) -> list[Entry]:
-        """Parse ``first`` and whatever else is already waiting, up to BATCH messages or bytes.
-
-        Handing a batch to the reorderer costs one lock and one wake-up for all
-        of them; when messages come slowly the batch is just ``first``.
-        """
-        entries = []
-        nbytes = 0
-        frames: list[zmq.Frame] | None = first
-        while frames is not None:
-            entry = self._entry(frames)
-            if entry is not None:
-                entries.append(entry)
-                nbytes += entry[3]
-            if len(entries) >= BATCH or nbytes >= self._batch_bytes:
-                break
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                frames = None
-        return entries
-
-    def _entry(self, frames: list[zmq.Frame]) -> Entry | None:
-        parts = [frames[0].bytes, *(f.buffer for f in frames[1:])]
+    def _entry(self, parts: Parts | TooManyParts) -> Entry | None:
         try:
+            if isinstance(parts, TooManyParts):
+                raise MalformedMessage(str(parts))
             message = self._parse(parts)
         except MalformedMessage as exc:
             if exc.seq is None:
