@@ -60,16 +60,33 @@ class SeriesWriter:
     def _run(self) -> None:
         while (batch := self._queue.get()) is not _STOP:
             run: list[Image] = []
+            receive_only = self._receives_only()
             for item in batch:
-                if isinstance(item, Image) and not item.discard and self._file is not None:
-                    run.append(item)
-                    continue
+                if isinstance(item, Image):
+                    if receive_only:
+                        continue
+                    if not item.discard and self._file is not None:
+                        run.append(item)
+                        continue
                 self._guarded(self._store, run)
                 run = []
                 self._guarded(self._handle, item)
+                receive_only = self._receives_only()
             self._guarded(self._store, run)
         if self._series_open:
             self._finish("the receiver stopped before series_end")
+
+    def _receives_only(self) -> bool:
+        """A series is open and nothing of it is stored: writing is off, or it has no file name.
+
+        Its frames then need nothing from the writer, which skips them without
+        a look (no-write receivers run at the full rate of the stream).
+        """
+        return (
+            self._series_open
+            and self._file is None
+            and not (self._config.write and self._board.series.filename)
+        )
 
     def _guarded(self, action: Callable[[T], None], argument: T) -> None:
         """Run one step; an unforeseen failure becomes the error state, never the thread's end."""
