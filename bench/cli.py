@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daq-bench",
         description="Measure the stream-receiver (separate processes on 127.0.0.1) against a "
-        "bare ZeroMQ PULL sink and a bare sequential file write of the same bytes.",
+        "bare ZeroMQ PULL sink, a bare sequential file write of the same bytes, and a bare "
+        "sink that writes what it receives.",
     )
     parser.add_argument("--quick", action="store_true", help="one repeat, less data: under 2 min")
     parser.add_argument(
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> list[Measurement]:
         for case in cases:
             results.append(measure_sink(case, max(args.io_threads)))
             results.append(measure_write(case, data_dir))
+            if "write" in args.modes:
+                results.append(measure_sink(case, max(args.io_threads), data_dir))
             logging.info("baselines %s done", case.label)
         for write in (mode == "write" for mode in args.modes):
             for workers in args.workers:

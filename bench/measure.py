@@ -1,4 +1,4 @@
-"""One measurement each: the full receiver, the bare ZeroMQ sink, the bare sequential write.
+"""One measurement each: the full receiver and the baselines (sink, sink + write, write).
 
 The receiver and the generator run as separate processes on 127.0.0.1, as in
 production; the receiver's own series timing (header to file closed) gives
@@ -119,21 +119,28 @@ def settle() -> None:
     os.sync()
 
 
-def measure_sink(case: Case, io_threads: int) -> Measurement:
-    """The bare ZeroMQ PULL sink receiving the same generator's stream."""
+def measure_sink(case: Case, io_threads: int, data_dir: Path | None = None) -> Measurement:
+    """The bare ZeroMQ PULL sink receiving the same generator's stream.
+
+    With ``data_dir`` it also writes every blob to a file there (``sink-write``).
+    """
     settle()
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     messages = case.frames + 2
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "bench.sink", endpoint, str(messages), str(io_threads)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    generator = _generator(endpoint, case, "")
-    _finish(generator, "daq-generator")
-    result = json.loads(_finish(sink, "the ZeroMQ sink").strip().splitlines()[-1])
-    return Measurement("sink", case.label, case.frame_bytes, case.frames, result["seconds"])
+    args = [sys.executable, "-m", "bench.sink", endpoint, str(messages), str(io_threads)]
+    path = data_dir / "sink-write.bin" if data_dir else None
+    if path:
+        args.append(str(path))
+    sink = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        generator = _generator(endpoint, case, "")
+        _finish(generator, "daq-generator")
+        result = json.loads(_finish(sink, "the ZeroMQ sink").strip().splitlines()[-1])
+    finally:
+        if path:
+            path.unlink(missing_ok=True)
+    kind = "sink-write" if path else "sink"
+    return Measurement(kind, case.label, case.frame_bytes, case.frames, result["seconds"])
 
 
 def measure_write(case: Case, data_dir: Path) -> Measurement:

@@ -74,6 +74,15 @@ def ratio(summary: Summary, summaries: list[Summary]) -> float:
     return summary.frames_per_s / min(limits) if limits else float("nan")
 
 
+def ratio_to_sink_write(summary: Summary, summaries: list[Summary]) -> float | None:
+    """Receiver rate (writing) over the bare sink that writes: receiving and writing on
+    the same cores, as the receiver must."""
+    baseline = _baseline(summaries, "sink-write", summary.case)
+    if not summary.write or baseline is None:
+        return None
+    return summary.frames_per_s / baseline.frames_per_s
+
+
 def _spread(s: Summary) -> str:
     if s.repeats < 2 or s.frames_per_s == 0:
         return ""
@@ -85,20 +94,23 @@ def table(summaries: list[Summary]) -> str:
     """A table a person reads: baselines first, then each receiver configuration."""
     header = (
         f"{'what':<22}{'size':>7}{'frames/s':>11}{'spread':>7}{'GB/s':>7}"
-        f"{'ratio':>7}{'lost':>6}{'peak MB':>9}"
+        f"{'ratio':>7}{'r/s+w':>7}{'lost':>6}{'peak MB':>9}"
     )
     lines = [header, "-" * len(header)]
-    order = {"sink": 0, "write": 1, "receiver": 2}
+    order = {"sink": 0, "write": 1, "sink-write": 2, "receiver": 3}
+    names = {"sink": "ZeroMQ sink", "write": "sequential write", "sink-write": "sink + write"}
     for s in sorted(
         summaries,
         key=lambda s: (order[s.kind], not s.write, s.workers, s.io_threads, s.frame_bytes),
     ):
         if s.kind == "receiver":
             what = f"receiver {'write' if s.write else 'no-write'} {s.workers}w {s.io_threads}io"
-            extra = f"{ratio(s, summaries):>7.2f}{s.lost:>6}{s.peak_rss / 1e6:>9.0f}"
+            to_sink_write = ratio_to_sink_write(s, summaries)
+            shown = "" if to_sink_write is None else f"{to_sink_write:.2f}"
+            extra = f"{ratio(s, summaries):>7.2f}{shown:>7}{s.lost:>6}{s.peak_rss / 1e6:>9.0f}"
         else:
-            what = "ZeroMQ sink" if s.kind == "sink" else "sequential write"
-            extra = f"{'':>7}{'':>6}{'':>9}"
+            what = names[s.kind]
+            extra = f"{'':>7}{'':>7}{'':>6}{'':>9}"
         lines.append(
             f"{what:<22}{s.case:>7}{s.frames_per_s:>11.0f}{_spread(s):>7}{s.gb_per_s:>7.2f}{extra}"
         )
@@ -111,6 +123,8 @@ def to_json(summaries: list[Summary], measurements: list[Measurement], meta: dic
         row = asdict(s) | {"gb_per_s": s.gb_per_s}
         if s.kind == "receiver":
             row["ratio"] = ratio(s, summaries)
+            if s.write:
+                row["ratio_to_sink_write"] = ratio_to_sink_write(s, summaries)
         rows.append(row)
     runs = [asdict(m) | {"frames_per_s": m.frames_per_s} for m in measurements]
     return json.dumps({"meta": meta, "summary": rows, "runs": runs}, indent=2)
@@ -129,7 +143,7 @@ def plot(summaries: list[Summary], path: Path) -> None:
         rate_ax.set_title("with file writing" if write else "without file writing")
         for label, selected in _series(summaries, write).items():
             sizes = [s.frame_bytes for s in selected]
-            style = "--" if label.startswith(("ZeroMQ", "sequential")) else "-o"
+            style = "--" if label.startswith(("ZeroMQ", "sequential", "sink +")) else "-o"
             rate_ax.plot(sizes, [s.frames_per_s for s in selected], style, label=label)
             data_ax.plot(sizes, [s.gb_per_s for s in selected], style, label=label)
         for ax in (rate_ax, data_ax):
@@ -153,6 +167,8 @@ def _series(summaries: list[Summary], write: bool) -> dict[str, list[Summary]]:
             lines["ZeroMQ sink"].append(s)
         elif s.kind == "write" and write:
             lines["sequential write"].append(s)
+        elif s.kind == "sink-write" and write:
+            lines["sink + write"].append(s)
         elif s.kind == "receiver" and s.write == write:
             lines[f"receiver {s.workers} workers, {s.io_threads} io"].append(s)
     return lines

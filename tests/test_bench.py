@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import threading
 
 import pytest
+import zmq
 
 from bench.measure import make_case, parse_size
+from bench.sink import sink
 from tests.helpers import VENV_BIN
 
 
@@ -24,6 +28,27 @@ def test_cases_are_near_square_frames_of_the_asked_size():
     assert abs(case.frame_bytes - 200_000) < 1000
     assert case.frames == 1000
     assert make_case("20MB", 10**8, 10, 1000).frames == 10
+
+
+def test_the_sink_write_baseline_writes_every_blob_in_order(tmp_path):
+    context = zmq.Context.instance()
+    push = context.socket(zmq.PUSH)
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    blobs = [os.urandom(1000 + i) for i in range(600)]
+    path = tmp_path / "out.bin"
+    result: dict = {}
+    thread = threading.Thread(
+        target=lambda: result.update(sink(f"tcp://127.0.0.1:{port}", len(blobs) + 2, 1, path))
+    )
+    thread.start()
+    push.send(b'{"htype": "header"}')
+    for blob in blobs:
+        push.send_multipart([b'{"htype": "image"}', blob])
+    push.send(b'{"htype": "series_end"}')
+    thread.join(30)
+    push.close()
+    assert path.read_bytes() == b"".join(blobs)
+    assert result["messages"] == len(blobs) + 2 and result["seconds"] > 0
 
 
 @pytest.mark.e2e
@@ -64,6 +89,9 @@ def test_quick_bench_reports_zero_lost_frames(tmp_path):
     assert all(
         row["lost"] == 0 and row["frames_per_s"] > 0 and row["ratio"] > 0 for row in receivers
     )
+    assert all(row["ratio_to_sink_write"] > 0 for row in receivers if row["write"])
+    assert {row["kind"] for row in report["summary"]} == {"sink", "write", "sink-write", "receiver"}
+    assert "sink + write" in result.stdout
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("daq-bench-")] == []
 
