@@ -76,10 +76,10 @@ def run(args: argparse.Namespace, data_dir: Path) -> list[Measurement]:
     results: list[Measurement] = []
     for _ in range(repeats):
         for case in cases:
-            results.append(measure_sink(case, max(args.io_threads)))
+            results.append(measure_sink(case, max(args.io_threads), data_dir))
             results.append(measure_write(case, data_dir))
             if "write" in args.modes:
-                results.append(measure_sink(case, max(args.io_threads), data_dir))
+                results.append(measure_sink(case, max(args.io_threads), data_dir, write=True))
             logging.info("baselines %s done", case.label)
         for write in (mode == "write" for mode in args.modes):
             for workers in args.workers:

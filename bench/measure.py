@@ -40,6 +40,11 @@ class Case:
     def frame_bytes(self) -> int:
         return self.shape[0] * self.shape[1] * 2
 
+    @property
+    def warm_bytes(self) -> int:
+        """Memory to warm before a run (see settle): its data and half again for the rest."""
+        return self.frames * self.frame_bytes * 3 // 2
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -110,25 +115,44 @@ def _finish(proc: subprocess.Popen, name: str, timeout: float = 300) -> str:
     return output
 
 
-def settle() -> None:
-    """Flush dirty pages so that every run starts with the same page-cache state.
+WARM_CHUNK = 8 * 1024**2
 
-    Without it a run pays for the write-back of the one before, and the
-    figures depend on the order of the runs more than on what they measure.
+
+def settle(data_dir: Path, warm_bytes: int) -> None:
+    """Start every run from the same memory and page-cache state.
+
+    Dirty pages are flushed first, so a run does not pay for the write-back
+    of the one before. Then ``warm_bytes`` are written to a file that is
+    deleted at once: on virtual machines that hand free memory back to the
+    host (virtio-balloon free page reporting, as on this one), memory freed
+    for more than a moment costs a host page fault on its next use, and a
+    run that happens to follow a large free is several times faster than one
+    that does not (1 GB of 20 MB writes: 0.5 or 5 GB/s). The file takes that
+    cost before the run, and the run reuses the pages it leaves, as a
+    receiver running for hours does.
     """
     os.sync()
+    path = data_dir / "warm-up.bin"
+    chunk = bytes(WARM_CHUNK)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for _ in range(max(1, warm_bytes // WARM_CHUNK)):
+            os.write(fd, chunk)
+    finally:
+        os.close(fd)
+        path.unlink()
 
 
-def measure_sink(case: Case, io_threads: int, data_dir: Path | None = None) -> Measurement:
+def measure_sink(case: Case, io_threads: int, data_dir: Path, write: bool = False) -> Measurement:
     """The bare ZeroMQ PULL sink receiving the same generator's stream.
 
-    With ``data_dir`` it also writes every blob to a file there (``sink-write``).
+    With ``write`` it also writes every blob to a file in ``data_dir`` (``sink-write``).
     """
-    settle()
+    settle(data_dir, case.warm_bytes)
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     messages = case.frames + 2
     args = [sys.executable, "-m", "bench.sink", endpoint, str(messages), str(io_threads)]
-    path = data_dir / "sink-write.bin" if data_dir else None
+    path = data_dir / "sink-write.bin" if write else None
     if path:
         args.append(str(path))
     sink = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -147,7 +171,7 @@ def measure_write(case: Case, data_dir: Path) -> Measurement:
     """The bare sequential write of the same bytes, one write per frame, file closed at the end."""
     path = data_dir / "baseline.bin"
     buffer = os.urandom(case.frame_bytes)
-    settle()
+    settle(data_dir, case.warm_bytes)
     start = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -209,7 +233,7 @@ class ReceiverProcess:
         return requests.get(f"{self.url}/status", timeout=5).json()
 
     def measure(self, case: Case) -> Measurement:
-        settle()
+        settle(self._data_dir, case.warm_bytes)
         self._reset_peak_memory()
         self._series += 1
         filename = f"bench_{self._series:04d}.h5"
