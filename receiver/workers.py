@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-import os
-LINGER=float(os.environ.get('LINGER_W','0'))
 from collections.abc import Callable
 
 import zmq
@@ -74,8 +71,6 @@ class Worker(threading.Thread):
                 entries = [entry for parts in messages if (entry := self._entry(parts)) is not None]
                 if entries:
                     self._reorderer.put_many(entries)
-                if 0 < len(messages) < BATCH // 8:
-                    time.sleep(LINGER)
         finally:
             self._socket.close()
 
