@@ -127,6 +127,13 @@ class ReceiverConfig(BaseModel):
         description="Python's thread switch interval, set for the whole process at start: "
         "the writer gets the GIL back quickly after each batch while the workers are busy",
     )
+    malloc_keep_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        description="freed memory the receiver's process keeps for the next frames instead of "
+        "returning it to the system, with blocks up to 32 MB from malloc's heaps (glibc; "
+        "receiver/malloc_tuning.py); 0: glibc's defaults",
+    )
     legacy_last_frame: bool = Field(
         default=False,
         description="GET /last_frame answers MAX IV's pickled [header, bytes] unless asked "

@@ -18,6 +18,7 @@ import zmq
 from receiver.collector import Collector
 from receiver.config import ReceiverConfig
 from receiver.forwarder import Forwarder
+from receiver.malloc_tuning import keep_freed_memory
 from receiver.model import Image, Malformed, Message, ModuleLayout, ModulePlacement
 from receiver.module_match import ModuleMatcher
 from receiver.protocols import PROTOCOLS, Parser, stins
@@ -126,6 +127,8 @@ class Receiver:
 
     def start(self) -> None:
         sys.setswitchinterval(self.config.switch_interval_s)
+        if self.config.malloc_keep_bytes and not keep_freed_memory(self.config.malloc_keep_bytes):
+            logger.info("malloc_keep_bytes has no effect here: the C library is not glibc")
         self._writer.start()
         if self._forwarder is not None:
             self._forwarder.start()
