@@ -15,9 +15,8 @@ socket. pyzmq's ``recv_multipart`` stays the reference (tests/test_zmq_batch.py)
 
 from cffi import FFI
 
-ffibuilder = FFI()
-ffibuilder.cdef(
-    """
+# The addresses of the libzmq functions used, filled in by receiver.zmq_batch.
+ZMQ_API = """
     typedef struct zmq_api {
         void *msg_init;
         void *msg_recv;
@@ -27,6 +26,12 @@ ffibuilder.cdef(
         void *msg_more;
         void *errno_of;
     } zmq_api;
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(
+    ZMQ_API
+    + """
 
     typedef struct batch batch;
 
@@ -39,19 +44,11 @@ ffibuilder.cdef(
 ffibuilder.set_source(
     "receiver._zmqbatch",
     r"""
-    #include <errno.h>
     #include <stdlib.h>
     #include <stddef.h>
-
-    typedef struct zmq_api {
-        void *msg_init;
-        void *msg_recv;
-        void *msg_close;
-        void *msg_data;
-        void *msg_size;
-        void *msg_more;
-        void *errno_of;
-    } zmq_api;
+"""
+    + ZMQ_API
+    + r"""
 
     /* libzmq's zmq_msg_t: 64 opaque bytes aligned as a pointer. */
     typedef struct { void *_[8]; } zmq_msg;
