@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zmq
 
+from receiver import zmq_batch
 from receiver.config import load
 from receiver.protocols import bslz4, stins
 from receiver.receiver import Receiver
@@ -133,6 +134,20 @@ def test_every_frame_lands_at_its_frame_number(
         np.testing.assert_array_equal(f["entry/data/data"][5], frame_pixels(5))
         if compression == "bslz4":
             assert data.id.get_create_plist().get_filter(0)[0] == 32008
+
+
+def test_workers_through_pyzmq_store_the_same_file(start_receiver, stream, tmp_path, monkeypatch):
+    """Where the C receive loop cannot reach libzmq, pyzmq's recv_multipart serves instead."""
+    monkeypatch.setattr(zmq_batch, "available", lambda: False)
+    receiver = start_receiver(workers=2)
+    stream.series("run.h5", list(range(30)), "bslz4")
+
+    status = finished(receiver)
+
+    assert status["state"] == "idle", status["error"]
+    with h5py.File(tmp_path / "run.h5") as f:
+        assert list(f["entry/instrument/detector/sequence_number"]) == list(range(30))
+        np.testing.assert_array_equal(f[DATA][29], frame_pixels(29))
 
 
 def test_header_metadata_goes_to_the_detector_group(start_receiver, stream, tmp_path):
