@@ -188,7 +188,7 @@ class SeriesWriter:
             )
             return
         if self._file is None:
-            if self._config.write and series.filename:
+            if not self._receives_only():
                 series.frames_rejected += 1
             return
         try:

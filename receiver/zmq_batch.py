@@ -31,6 +31,9 @@ Parts = list[bytes | memoryview]
 class TooManyParts(ValueError):
     """A message had more than MAX_PARTS parts; the rest of it was dropped."""
 
+    def __init__(self) -> None:
+        super().__init__(f"a message of more than {MAX_PARTS} parts")
+
 
 @cache
 def _api() -> object:
@@ -116,7 +119,7 @@ class BatchReceiver:
         for number in self._message_parts[0:count]:
             parts = abs(number)
             if number < 0:
-                messages.append(TooManyParts(f"a message of more than {MAX_PARTS} parts"))
+                messages.append(TooManyParts())
             else:
                 message: Parts = [ffi.unpack(data[index], sizes[index])]
                 for i in range(index + 1, index + parts):
@@ -145,7 +148,7 @@ class PyzmqBatchReceiver:
             flags = zmq.NOBLOCK
             nbytes += sum(len(frame) for frame in frames)
             if len(frames) > MAX_PARTS:
-                messages.append(TooManyParts(f"a message of more than {MAX_PARTS} parts"))
+                messages.append(TooManyParts())
             else:
                 messages.append([frames[0].bytes, *(frame.buffer for frame in frames[1:])])
         return messages
