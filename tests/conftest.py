@@ -12,6 +12,7 @@ from sim.pilatus import CamserverSimulator
 from streamers.pilatus import PilatusStreamer
 from tests.helpers import Processes
 from tests.pilatus_support import SHAPE, StreamCollector, start_streamer
+from tests.receiver_support import InProcessReceivers
 from tests.tango_bench import Bench, running_bench
 
 
@@ -22,6 +23,14 @@ class _ErrorCollector(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+@pytest.fixture
+def receivers(tmp_path: Path) -> Iterator[InProcessReceivers]:
+    """Receivers in this process, writing under tmp_path; all stopped at teardown."""
+    started = InProcessReceivers(tmp_path)
+    yield started
+    started.stop_all()
 
 
 @pytest.fixture(autouse=True)

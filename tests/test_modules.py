@@ -38,6 +38,8 @@ from sim.generator import GeneratorSettings
 from sim.geometry import Geometry, windmill
 from sim.module_streams import ModuleStreams
 from tests.helpers import wait_until
+from tests.receiver_support import InProcessReceivers
+from tests.receiver_support import series_closed as finished
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -177,34 +179,12 @@ def modules(context: zmq.Context) -> Iterator[Modules]:
 
 
 @pytest.fixture
-def start_receiver(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
+def start_receiver(receivers: InProcessReceivers) -> Callable[..., Receiver]:
     def start(endpoints: dict[str, str], **overrides: object) -> Receiver:
-        settings = {
-            **module_settings(endpoints),
-            "data_root": str(tmp_path),
-            "http_port": 0,
-            "gap_timeout": GAP_TIMEOUT,
-            **overrides,
-        }
-        receiver = Receiver(load(overrides=settings))
-        receiver.start()
-        started.append(receiver)
-        return receiver
+        settings = {**module_settings(endpoints), "gap_timeout": GAP_TIMEOUT, **overrides}
+        return receivers.start(**settings)
 
-    yield start
-    for receiver in started:
-        receiver.stop()
-
-
-def finished(receiver: Receiver, series: int = 1) -> dict:
-    def done() -> dict | None:
-        status = receiver.status()
-        ok = status["series_count"] >= series and not status["series_open"]
-        return status if ok else None
-
-    return wait_until(done, 20, f"series {series} to close")
+    return start
 
 
 def forward_consumer(context: zmq.Context, receiver: Receiver) -> zmq.Socket:

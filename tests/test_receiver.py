@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +15,10 @@ import pytest
 import zmq
 
 from receiver import zmq_batch
-from receiver.config import load
 from receiver.protocols import bslz4, stins
 from receiver.receiver import Receiver
 from tests.helpers import wait_until
+from tests.receiver_support import InProcessReceivers, series_closed
 
 SHAPE = (48, 40)
 DATA = "entry/instrument/detector/data"
@@ -77,36 +78,13 @@ def stream(context: zmq.Context) -> Iterator[Stream]:
 
 
 @pytest.fixture
-def start_receiver(stream: Stream, tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
-    def start(**overrides: object) -> Receiver:
-        settings = {
-            "connect": [stream.endpoint],
-            "data_root": str(tmp_path),
-            "http_port": 0,
-            "gap_timeout": 0.3,
-            **overrides,
-        }
-        receiver = Receiver(load(overrides=settings))
-        receiver.start()
-        started.append(receiver)
-        return receiver
-
-    yield start
-    for receiver in started:
-        receiver.stop()
+def start_receiver(stream: Stream, receivers: InProcessReceivers) -> Callable[..., Receiver]:
+    return functools.partial(receivers.start, connect=[stream.endpoint])
 
 
 def finished(receiver: Receiver, series: int = 1) -> dict:
     """Wait until ``series`` series have been closed; return the status."""
-
-    def done() -> dict | None:
-        status = receiver.status()
-        ok = status["series_count"] >= series and not status["series_open"]
-        return status if ok else None
-
-    return wait_until(done, 10, f"series {series} to close")
+    return series_closed(receiver, series, timeout=10)
 
 
 @pytest.mark.parametrize("workers", [1, 4])

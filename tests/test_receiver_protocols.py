@@ -20,7 +20,6 @@ import orjson
 import pytest
 import zmq
 
-from receiver.config import load
 from receiver.liveview import decode
 from receiver.model import SeriesEnd, SeriesStart
 from receiver.protocols import bslz4, eiger_stream1, eiger_stream2, sls, stins
@@ -30,6 +29,8 @@ from sim.generator import GeneratorSettings, StreamGenerator
 from sim.replay import prepare
 from tests.captures import SHAPE, STREAM1, STREAM2, V1_FRAMES, V2_FRAMES, capture
 from tests.helpers import wait_until
+from tests.receiver_support import InProcessReceivers
+from tests.receiver_support import series_closed as finished
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,40 +39,17 @@ SYNTHETIC = (12, 10)
 
 
 @pytest.fixture
-def start_receiver(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
+def start_receiver(receivers: InProcessReceivers) -> Callable[..., Receiver]:
     def start(endpoint: str, protocol: str, **overrides: object) -> Receiver:
-        settings = {
-            "connect": [endpoint],
-            "protocol": protocol,
-            "data_root": str(tmp_path),
-            "http_port": 0,
-            "gap_timeout": 0.3,
-            **overrides,
-        }
-        receiver = Receiver(load(overrides=settings))
-        receiver.start()
-        started.append(receiver)
-        return receiver
+        return receivers.start(connect=[endpoint], protocol=protocol, **overrides)
 
-    yield start
-    for receiver in started:
-        receiver.stop()
+    return start
 
 
 @pytest.fixture
 def player() -> Iterator[StreamGenerator]:
     with StreamGenerator(GeneratorSettings(endpoint="tcp://127.0.0.1:*", timeout_s=10)) as p:
         yield p
-
-
-def finished(receiver: Receiver, series: int = 1) -> dict:
-    def done() -> dict | None:
-        status = receiver.status()
-        return status if status["series_count"] >= series and not status["series_open"] else None
-
-    return wait_until(done, 20, f"series {series} to close")
 
 
 def capture_pixels(blob: bytes) -> np.ndarray:
