@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 
 from sim.pilatus import CamserverSimulator
 from streamers.pilatus import PilatusStreamer
@@ -23,6 +24,14 @@ class _ErrorCollector(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context]:
+    """The test's own ZeroMQ context; destroying it closes every socket even when a test fails."""
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
 
 
 @pytest.fixture

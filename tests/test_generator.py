@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,6 @@ pytestmark = pytest.mark.timeout(10)
 FREE_PORT = "tcp://127.0.0.1:*"
 RECV_TIMEOUT_MS = 2000
 SCRIPT = Path(sys.executable).parent / "daq-generator"
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context]:
-    """The test's own context; destroying it closes every socket even when a test fails."""
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
 
 
 def settings(**overrides: Any) -> GeneratorSettings:

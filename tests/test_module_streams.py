@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,6 @@ from sim.ports import free_port
 pytestmark = pytest.mark.timeout(20)
 
 MODULE = (4, 7)
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context]:
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
 
 
 def receive(context: zmq.Context, endpoint: str, count: int) -> list:

@@ -165,13 +165,6 @@ def module_settings(endpoints: dict[str, str], geometry: Geometry = GEOMETRY) ->
 
 
 @pytest.fixture
-def context() -> Iterator[zmq.Context]:
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def modules(context: zmq.Context) -> Iterator[Modules]:
     streams = Modules(context)
     yield streams

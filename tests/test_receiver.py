@@ -64,13 +64,6 @@ class Stream:
 
 
 @pytest.fixture
-def context() -> Iterator[zmq.Context]:
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def stream(context: zmq.Context) -> Iterator[Stream]:
     s = Stream(context)
     yield s

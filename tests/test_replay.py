@@ -7,7 +7,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import cbor2
@@ -104,13 +103,6 @@ def test_unusable_captures_are_refused(tmp_path: Path, content: bytes, reason: s
     path.write_bytes(content)
     with pytest.raises(CaptureError, match=reason):
         read_capture(path)
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context]:
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
 
 
 def test_console_script_plays_a_capture_to_a_receiver(context: zmq.Context) -> None:
