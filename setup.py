@@ -4,6 +4,7 @@ from setuptools import setup
 
 setup(
     cffi_modules=[
+        "protocols/_bslz4_build.py:ffibuilder",
         "receiver/_chunks_build.py:ffibuilder",
         "receiver/_zmqbatch_build.py:ffibuilder",
     ]

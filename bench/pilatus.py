@@ -20,7 +20,7 @@ from pathlib import Path
 import zmq
 
 from bench.measure import BenchError, ReceiverProcess
-from receiver.protocols import stins
+from protocols import stins
 from sim.frames import synthetic_frame
 from sim.generator import Pacer
 from sim.pilatus.cbf import CbfHeader, encode

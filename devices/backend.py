@@ -34,7 +34,7 @@ class Backend(ABC):
     name: str
     trigger_modes: frozenset[TriggerMode]
     stream_protocol: str = "stins"
-    """The receiver protocol of the detector's stream (``receiver.protocols.PROTOCOLS``)."""
+    """The receiver protocol of the detector's stream (``protocols.PROTOCOLS``)."""
     stream_transforms: tuple[dict[str, Any], ...] = ()
     """Receiver transforms the stream needs before anything else (Pilatus: CBF decoding)."""
 

@@ -1,9 +1,4 @@
-"""cffi build script of ``receiver._chunks``: the receiver's two small loops in C.
-
-``bslz4_blocks_end`` walks the block sizes of a bslz4 chunk from the wire
-(receiver.protocols.bslz4.check_blocks): a Python loop costs about 25 us per
-1 MB frame in every worker, this one well under 1 us. ``write_chunks`` is a
-loop of HDF5 direct chunk writes.
+"""cffi build script of ``receiver._chunks``: the writer's loop of HDF5 direct chunk writes in C.
 
 Why C: h5py gives the GIL back and takes it again around every chunk it
 writes, and with the receiving workers busy, taking it back costs up to a
@@ -20,7 +15,6 @@ ffibuilder.cdef(
     """
     int write_chunks(void *write_chunk, int64_t dataset, uint32_t filter_mask, int rank, int count,
                      const unsigned long long *offsets, const size_t *sizes, const void **buffers);
-    long long bslz4_blocks_end(const unsigned char *chunk, size_t length, size_t blocks);
     """
 )
 ffibuilder.set_source(
@@ -42,22 +36,6 @@ ffibuilder.set_source(
                 return i;
         }
         return count;
-    }
-
-    /* Follows the big-endian uint32 size in front of each of `blocks` blocks, from the end
-       of the 12-byte header. Returns the offset just past the last block, or -(i + 1) when
-       block i's size field lies beyond `length` (a truncated chunk). */
-    long long bslz4_blocks_end(const unsigned char *chunk, size_t length, size_t blocks)
-    {
-        size_t position = 12;
-        for (size_t i = 0; i < blocks; i++) {
-            if (position + 4 > length)
-                return -(long long)(i + 1);
-            const unsigned char *p = chunk + position;
-            size_t size = ((size_t)p[0] << 24) | ((size_t)p[1] << 16) | ((size_t)p[2] << 8) | p[3];
-            position += 4 + size;
-        }
-        return (long long)position;
     }
     """,
 )

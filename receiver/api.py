@@ -24,8 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, StrictInt
 
+from protocols.model import Image
 from receiver import liveview
-from receiver.model import Image
 
 logger = logging.getLogger(__name__)
 

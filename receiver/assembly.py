@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from receiver.model import Buffer, Image, ModuleImage, ModuleLayout
-from receiver.protocols import bslz4
+from protocols import bslz4
+from protocols.model import Buffer, Image, ModuleLayout
+from receiver.stream_items import ModuleImage
 from receiver.transforms.mask import fill_value
 from receiver.transforms.pipeline import encode
 

@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 from h5py._objects import phil
 
+from protocols.model import Buffer
 from receiver._chunks import ffi, lib
-from receiver.model import Buffer
 
 
 class ChunkWriteError(OSError):

@@ -13,7 +13,7 @@ import zmq
 
 from receiver.api import ApiServer, ApiServerError, create_app
 from receiver.config import ConfigError, ReceiverConfig, load
-from receiver.protocols import PARSERS
+from receiver.readers import PARSERS
 from receiver.receiver import Receiver
 
 logger = logging.getLogger("stream-receiver")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
+from protocols.model import Image, Message, SeriesStart
 from receiver.forwarder import Forwarder
-from receiver.model import Image, Malformed, Message, Problem, SeriesStart
 from receiver.reorder import Gap, Stale
 from receiver.state import RateMeter
+from receiver.stream_items import Malformed, Problem
 from receiver.writer import SeriesWriter
 
 POLL_S = 0.2

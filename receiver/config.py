@@ -22,7 +22,7 @@ from pydantic import (
 
 from receiver import maxiv_config
 from receiver.nexus import DETECTOR_FIELDS
-from receiver.protocols import PARSERS
+from receiver.readers import PARSERS
 from receiver.transforms import TransformList
 
 SHARED_RCVHWM = 16

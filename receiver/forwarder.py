@@ -21,9 +21,10 @@ from collections.abc import Callable
 
 import zmq
 
+from protocols import stins
+from protocols.model import Image, Message
 from receiver import assembly
-from receiver.model import Image, Message, ModuleImage
-from receiver.protocols import stins
+from receiver.stream_items import ModuleImage
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
+from protocols import bslz4
+from protocols.model import Image, StackedImage
 from receiver import assembly
-from receiver.model import Image, ModuleImage, StackedImage
-from receiver.protocols import bslz4
+from receiver.stream_items import ModuleImage
 
 CONTRAST_PERCENTILES = (0.5, 99.9)
 """Low and high percentile of the shown range: a few hot pixels cannot flatten

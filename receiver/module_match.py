@@ -16,7 +16,7 @@ between those reorderers and the collector (it offers the collector the same
   degrees, ``full_shape``, as MAX IV's Lambda streamers send them) are
   checked against the configuration, which is what is stored.
 - Frames are matched by frame number, in whatever order they come: frame k
-  goes on as one :class:`~receiver.model.ModuleImage` (one chunk per module,
+  goes on as one :class:`~protocols.model.ModuleImage` (one chunk per module,
   as received) as soon as every module still in the series has sent it.
 - A frame that one module has not sent ``gap_timeout`` after the first module
   sent it goes on without that module, which is reported by name. A module
@@ -33,7 +33,7 @@ between those reorderers and the collector (it offers the collector the same
   that sends something else is reported and its frames are not stored, as
   they cannot go in the series' dataset.
 
-Everything wrong becomes a :class:`~receiver.model.Problem` in the ordered
+Everything wrong becomes a :class:`~protocols.model.Problem` in the ordered
 stream, after the series' header, so the writer puts the receiver in error
 for that series and the other modules' frames are still stored.
 
@@ -59,19 +59,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from receiver.model import (
-    Image,
-    Malformed,
-    Message,
-    ModuleImage,
-    ModuleLayout,
-    ModuleParts,
-    Problem,
-    SeriesEnd,
-    SeriesStart,
-)
+from protocols.model import Image, Message, ModuleLayout, SeriesEnd, SeriesStart
 from receiver.nexus import DETECTOR_FIELDS
 from receiver.reorder import Gap, Reorderer, Stale
+from receiver.stream_items import Malformed, ModuleImage, ModuleParts, Problem
 
 Item = Message | Malformed | Gap | Stale | Problem
 Layout = tuple[tuple[int, ...], str, str]

@@ -38,9 +38,10 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from protocols.model import Buffer, Image, ModuleLayout, StackedImage
 from receiver.assembly import fill_of
 from receiver.chunk_io import ChunkWriteError, write_chunks
-from receiver.model import Buffer, Image, ModuleImage, ModuleLayout, StackedImage
+from receiver.stream_items import ModuleImage
 
 logger = logging.getLogger(__name__)
 

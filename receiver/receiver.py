@@ -15,17 +15,19 @@ from typing import Any
 
 import zmq
 
+from protocols import stins
+from protocols.model import Image, Message, ModuleLayout, ModulePlacement
 from receiver.collector import Collector
 from receiver.config import ReceiverConfig
 from receiver.forwarder import Forwarder
 from receiver.malloc_tuning import keep_freed_memory
-from receiver.model import Image, Malformed, Message, ModuleLayout, ModulePlacement
 from receiver.module_match import ModuleMatcher
-from receiver.protocols import PROTOCOLS, Parser, stins
+from receiver.readers import PROTOCOLS, Parser
 from receiver.reorder import Reorderer
 from receiver.series_reorder import SeriesReorderer
 from receiver.series_rotation import SeriesRotation
 from receiver.state import StatusBoard
+from receiver.stream_items import Malformed
 from receiver.transforms import build_pipeline, with_transforms
 from receiver.workers import Worker
 from receiver.writer import SeriesWriter

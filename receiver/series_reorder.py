@@ -45,9 +45,10 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from receiver.model import Image, Malformed, Message, SeriesEnd, SeriesStart
-from receiver.protocols import SeriesRules
+from protocols.model import Image, Message, SeriesEnd, SeriesStart
+from receiver.readers import SeriesRules
 from receiver.reorder import Gap, Reorderer, Stale
+from receiver.stream_items import Malformed
 
 Item = Message | Malformed
 RETIRED_KEPT = 256

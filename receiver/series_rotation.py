@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 
-from receiver.model import Buffer, Image, Message, SeriesStart
+from protocols.model import Buffer, Image, Message, SeriesStart
 from receiver.transforms import Transform, build_pipeline
 
 logger = logging.getLogger(__name__)

@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 import zmq
 
-from receiver.model import Image, Malformed, Message, SeriesStart
-from receiver.protocols import Parser
-from receiver.protocols.errors import MalformedMessage
+from protocols.errors import MalformedMessage
+from protocols.model import Image, Message, SeriesStart
+from receiver.readers import Parser
 from receiver.reorder import Reorderer
+from receiver.stream_items import Malformed
 from receiver.zmq_batch import Parts, TooManyParts, batch_receiver
 
 logger = logging.getLogger(__name__)

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from protocols.model import Image, SeriesEnd, SeriesStart
 from receiver.config import ReceiverConfig
-from receiver.model import Image, Malformed, Problem, SeriesEnd, SeriesStart
 from receiver.nexus import FrameRejectedError, NexusFile
 from receiver.paths import PathRefusedError, resolve_destination
 from receiver.reorder import Gap, Stale
 from receiver.state import RateMeter, StatusBoard
+from receiver.stream_items import Malformed, Problem
 
 logger = logging.getLogger(__name__)
 

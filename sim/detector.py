@@ -21,8 +21,8 @@ from typing import Any
 
 import zmq
 
-from receiver.model import Buffer
-from receiver.protocols import stins
+from protocols import stins
+from protocols.model import Buffer
 from sim.frames import encoded_frame
 from sim.generator import Pacer
 from sim.trigger_input import TriggerInput

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from receiver.protocols import bslz4
+from protocols import bslz4
 
 BACKGROUND_SEED = 20_240_601
 BACKGROUND_MEAN_COUNTS = 0.5

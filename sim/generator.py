@@ -25,7 +25,7 @@ import numpy as np
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from receiver.model import Buffer
+from protocols.model import Buffer
 from sim.frames import encoded_frame
 from sim.geometry import Geometry, default_geometry
 from sim.series import SeriesMessages, series_messages

@@ -28,8 +28,8 @@ from typing import Self
 import numpy as np
 import zmq
 
-from receiver.model import Buffer
-from receiver.protocols import bslz4, stins
+from protocols import bslz4, stins
+from protocols.model import Buffer
 from sim.frames import synthetic_frame
 from sim.generator import GeneratorSettings, SeriesStats, StreamGenerator, frame_order
 from sim.geometry import Geometry, ModulePlace, module_pixels

@@ -25,7 +25,7 @@ import cbor2
 import orjson
 from pydantic import ValidationError
 
-from receiver.protocols import eiger_stream1, eiger_stream2, stins
+from protocols import eiger_stream1, eiger_stream2, stins
 from sim.generator import DEFAULT_ENDPOINT, GeneratorError, GeneratorSettings, StreamGenerator
 
 log = logging.getLogger("daq-replay")

@@ -1,6 +1,6 @@
 """One series on the wire in each protocol the generator speaks: header, frames, end.
 
-The encoders are the receiver's own (``receiver.protocols``), so producer and
+The encoders are the receiver's own (``protocols``), so producer and
 consumer share one definition; this module only fills in what a detector
 would announce (a plausible configuration, series ids, frame numbers). One
 object per series: :func:`series_messages` builds it from the generator's
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from receiver.model import Buffer
-from receiver.protocols import eiger_stream1, eiger_stream2, sls, stins
+from protocols import eiger_stream1, eiger_stream2, sls, stins
+from protocols.model import Buffer
 
 PIXEL_SIZE_M = 75e-6
 PHOTON_ENERGY_EV = 8000.0

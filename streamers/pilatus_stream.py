@@ -37,7 +37,7 @@ from typing import Any
 import zmq
 from inotify_simple import INotify, flags
 
-from receiver.protocols import stins
+from protocols import stins
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from receiver.model import Image
+from protocols.model import Image
 from receiver.transforms import cbf
 from sim.frames import synthetic_frame
 from sim.pilatus import CamserverSimulator

@@ -15,10 +15,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from protocols import bslz4
+from protocols.model import Image
 from receiver import liveview
 from receiver.api import ApiServer, ApiServerError, create_app
-from receiver.model import Image
-from receiver.protocols import bslz4
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from receiver.protocols import bslz4
+from protocols import bslz4
 
 
 def reference_blocks_end(chunk: bytes, blocks: int) -> int:

@@ -9,8 +9,8 @@ import hdf5plugin
 import numpy as np
 import pytest
 
+from protocols import bslz4
 from receiver.chunk_io import ChunkWriteError, write_chunks, write_chunks_h5py
-from receiver.protocols import bslz4
 
 SHAPE = (33, 47)
 

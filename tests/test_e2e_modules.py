@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import zmq
 
-from receiver.model import Image, SeriesEnd, SeriesStart
-from receiver.protocols import bslz4
+from protocols import bslz4
+from protocols.model import Image, SeriesEnd, SeriesStart
 from sim.frames import synthetic_frame
 from sim.geometry import covered, windmill
 from sim.ports import free_port

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import zmq
 
-from receiver.model import Image, SeriesEnd, SeriesStart
-from receiver.protocols import bslz4, stins
+from protocols import bslz4, stins
+from protocols.model import Image, SeriesEnd, SeriesStart
 from sim.frames import synthetic_frame
 from sim.ports import free_port
 from tests.helpers import Processes, wait_until

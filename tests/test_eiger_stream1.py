@@ -11,9 +11,9 @@ import numpy as np
 import orjson
 import pytest
 
-from receiver.model import Image, SeriesEnd, SeriesStart
-from receiver.protocols import bslz4, eiger_stream1
-from receiver.protocols.errors import MalformedMessage
+from protocols import bslz4, eiger_stream1
+from protocols.errors import MalformedMessage
+from protocols.model import Image, SeriesEnd, SeriesStart
 from sim.frames import synthetic_frame
 from tests.captures import SHAPE, STREAM1, V1_FRAMES, V1_SERIES, capture
 

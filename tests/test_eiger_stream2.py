@@ -10,9 +10,9 @@ import cbor2
 import numpy as np
 import pytest
 
-from receiver.model import Image, SeriesEnd, SeriesStart, StackedImage
-from receiver.protocols import bslz4, eiger_stream2
-from receiver.protocols.errors import MalformedMessage
+from protocols import bslz4, eiger_stream2
+from protocols.errors import MalformedMessage
+from protocols.model import Image, SeriesEnd, SeriesStart, StackedImage
 from sim.frames import synthetic_frame
 from tests.captures import SHAPE, STREAM2, V2_FRAMES, V2_SERIES, capture
 

@@ -13,8 +13,8 @@ import pytest
 import requests
 import zmq
 
+from protocols import eiger_stream2
 from receiver.config import load
-from receiver.protocols import eiger_stream2
 from receiver.receiver import Receiver
 from sim.eiger.server import EigerSimulator
 from sim.eiger.zmq_stream import ZmqStreamSink

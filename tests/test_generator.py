@@ -17,8 +17,9 @@ import pytest
 import zmq
 from pydantic import ValidationError
 
-from receiver.model import Image, Message, SeriesEnd, SeriesStart
-from receiver.protocols import PROTOCOLS, bslz4, stins
+from protocols import bslz4, stins
+from protocols.model import Image, Message, SeriesEnd, SeriesStart
+from receiver.readers import PROTOCOLS
 from sim.frames import encoded_frame, synthetic_frame
 from sim.generator import (
     DeliveryTimeout,

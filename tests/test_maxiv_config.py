@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
+from protocols import stins
 from receiver.config import ConfigError, load
-from receiver.protocols import stins
 from sim.ports import free_port
 from tests.helpers import wait_until
 

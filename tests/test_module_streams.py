@@ -10,8 +10,8 @@ import pytest
 import zmq
 from pydantic import ValidationError
 
-from receiver.model import Image, SeriesEnd, SeriesStart
-from receiver.protocols import bslz4, stins
+from protocols import bslz4, stins
+from protocols.model import Image, SeriesEnd, SeriesStart
 from sim.frames import synthetic_frame
 from sim.generator import GeneratorSettings
 from sim.generator_cli import main

@@ -19,20 +19,13 @@ import numpy as np
 import pytest
 import zmq
 
+from protocols import bslz4, stins
+from protocols.errors import MalformedMessage
+from protocols.model import Image, ModuleLayout, ModulePlacement, SeriesEnd, SeriesStart
 from receiver import liveview
 from receiver.config import ConfigError, load
-from receiver.model import (
-    Image,
-    ModuleImage,
-    ModuleLayout,
-    ModuleParts,
-    ModulePlacement,
-    SeriesEnd,
-    SeriesStart,
-)
-from receiver.protocols import bslz4, stins
-from receiver.protocols.errors import MalformedMessage
 from receiver.receiver import Receiver
+from receiver.stream_items import ModuleImage, ModuleParts
 from sim.frames import synthetic_frame
 from sim.generator import GeneratorSettings
 from sim.geometry import Geometry, windmill

@@ -11,9 +11,9 @@ import hdf5plugin  # noqa: F401  (registers filter 32008 for reading)
 import numpy as np
 import pytest
 
-from receiver.model import Image
+from protocols import bslz4
+from protocols.model import Image
 from receiver.nexus import FrameRejectedError, NexusFile
-from receiver.protocols import bslz4
 
 DETECTOR = "eiger"
 DET = f"/entry/instrument/{DETECTOR}"

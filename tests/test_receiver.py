@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import zmq
 
+from protocols import bslz4, stins
 from receiver import zmq_batch
-from receiver.protocols import bslz4, stins
 from receiver.receiver import Receiver
 from tests.helpers import wait_until
 from tests.receiver_support import InProcessReceivers, series_closed

@@ -20,9 +20,9 @@ import orjson
 import pytest
 import zmq
 
+from protocols import bslz4, eiger_stream1, eiger_stream2, sls, stins
+from protocols.model import SeriesEnd, SeriesStart
 from receiver.liveview import decode
-from receiver.model import SeriesEnd, SeriesStart
-from receiver.protocols import bslz4, eiger_stream1, eiger_stream2, sls, stins
 from receiver.receiver import Receiver
 from sim.frames import synthetic_frame
 from sim.generator import GeneratorSettings, StreamGenerator

@@ -14,8 +14,8 @@ import orjson
 import pytest
 import zmq
 
-from receiver.model import Image, SeriesEnd, SeriesStart
-from receiver.protocols import eiger_stream1, eiger_stream2, stins
+from protocols import eiger_stream1, eiger_stream2, stins
+from protocols.model import Image, SeriesEnd, SeriesStart
 from sim.replay import CaptureError, detect_protocol, prepare, read_capture
 from tests.captures import STREAM1, STREAM2, V1_FRAMES, V2_FRAMES, V2_SERIES, capture
 

@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from receiver.model import Image, Malformed, SeriesEnd, SeriesStart
-from receiver.protocols import PROTOCOLS, SeriesRules, sls
+from protocols import sls
+from protocols.model import Image, SeriesEnd, SeriesStart
+from receiver.readers import PROTOCOLS, SeriesRules
 from receiver.reorder import Gap, Stale
 from receiver.series_reorder import SeriesReorderer
+from receiver.stream_items import Malformed
 
 pytestmark = pytest.mark.timeout(30)
 

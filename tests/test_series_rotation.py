@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from receiver.model import Image, SeriesStart
-from receiver.protocols import bslz4
+from protocols import bslz4
+from protocols.model import Image, SeriesStart
 from receiver.series_rotation import SeriesRotation
 
 PIXELS = np.arange(12, dtype=np.uint32).reshape(3, 4)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import zmq
 
-from receiver.model import Image, SeriesEnd, SeriesStart
-from receiver.protocols import bslz4, stins
+from protocols import bslz4, stins
+from protocols.model import Image, SeriesEnd, SeriesStart
 from sim import sim_cli
 from sim.detector import DetectorError, DetectorState, Exposure, SimulatedDetector
 from sim.frames import synthetic_frame

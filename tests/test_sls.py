@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from receiver.model import Image, SeriesEnd
-from receiver.protocols import sls
-from receiver.protocols.errors import MalformedMessage
+from protocols import sls
+from protocols.errors import MalformedMessage
+from protocols.model import Image, SeriesEnd
 from sim.frames import synthetic_frame
 
 SHAPE = (6, 10)

@@ -17,9 +17,9 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from receiver.model import Image, SeriesEnd, SeriesStart
-from receiver.protocols import bslz4, stins
-from receiver.protocols.errors import MalformedMessage
+from protocols import bslz4, stins
+from protocols.errors import MalformedMessage
+from protocols.model import Image, SeriesEnd, SeriesStart
 
 DTYPES = ["uint8", "uint16", "uint32", "int32", "float32"]
 # 105 elements: not a multiple of 8 (bitshuffle's leftover path); 64x300 uint32

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from receiver.model import Image
-from receiver.protocols import bslz4
-from receiver.protocols.errors import MalformedMessage
+from protocols import bslz4
+from protocols.errors import MalformedMessage
+from protocols.model import Image
 from receiver.transforms import Rotate, build_pipeline
 
 PILATUS_2M = (1679, 1475)

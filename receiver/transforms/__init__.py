@@ -33,7 +33,7 @@ from pydantic import (
     TypeAdapter,
 )
 
-from receiver.model import Buffer, Image, Message
+from protocols.model import Buffer, Image, Message
 from receiver.transforms import cbf, mask, mono12p, rotate, tot
 from receiver.transforms.pipeline import Decoder, Pipeline, Step
 

@@ -18,8 +18,8 @@ import struct
 import numpy as np
 from fabio.compression import decByteOffset
 
-from receiver.model import Buffer, Image
-from receiver.protocols.errors import MalformedMessage
+from protocols.errors import MalformedMessage
+from protocols.model import Buffer, Image
 
 MARKER = re.compile(re.escape(b"\x0c\x1a\x04\xd5"))
 SECTION = b"--CIF-BINARY-FORMAT-SECTION--"

@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from receiver.protocols.errors import MalformedMessage
+from protocols.errors import MalformedMessage
 
 MaskValue = int | float | Literal["max"]
 

@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from receiver.model import Image
-from receiver.protocols.errors import MalformedMessage
+from protocols.errors import MalformedMessage
+from protocols.model import Image
 
 LOW_PIXEL = 0x0000_0FFF
 HIGH_PIXEL = 0x0FFF_0000

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from receiver.model import Buffer, Image
-from receiver.protocols import bslz4
-from receiver.protocols.errors import MalformedMessage
+from protocols import bslz4
+from protocols.errors import MalformedMessage
+from protocols.model import Buffer, Image
 
 Step = Callable[[np.ndarray], np.ndarray]
 Decoder = Callable[[Image], np.ndarray]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from receiver.protocols.errors import MalformedMessage
+from protocols.errors import MalformedMessage
 
 NPZ_KEY = "tot_to_energy_tensor"
 NO_ENERGY = -1.0

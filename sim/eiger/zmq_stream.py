@@ -5,7 +5,7 @@ for every image and at the series end, and it sends what a detector control
 unit sends: the format (``legacy`` = v1, ``cbor`` = v2), header detail,
 appendices and configuration as the REST API has set them, and real bslz4
 frames whose pixels tell their frame number (:mod:`sim.frames`). The
-encoders are the receiver's own (``receiver.protocols``).
+encoders are the receiver's own (``protocols``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from receiver.model import Buffer
-from receiver.protocols import eiger_stream1, eiger_stream2
+from protocols import eiger_stream1, eiger_stream2
+from protocols.model import Buffer
 from sim.eiger.stream import ImageTiming, SeriesConfig
 from sim.frames import encoded_frame
 

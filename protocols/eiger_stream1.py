@@ -36,9 +36,9 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from receiver.model import Buffer, Image, Message, SeriesEnd, SeriesStart
-from receiver.protocols.errors import MalformedMessage
-from receiver.protocols.stins import check_blob_size
+from protocols.errors import MalformedMessage
+from protocols.model import Buffer, Image, Message, SeriesEnd, SeriesStart
+from protocols.stins import check_blob_size
 
 HEADER = "dheader-1.0"
 IMAGE = "dimage-1.0"

@@ -1,4 +1,4 @@
-"""Wire protocols: pure functions between ZeroMQ message parts and the receiver's frame model.
+"""The stream readers the receiver offers: one wire protocol (``protocols``) per ``protocol`` setting.
 
 ``PROTOCOLS`` names every stream the receiver reads (the ``protocol`` setting).
 STINS numbers its messages across the whole stream (``msg_number``); the
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from receiver.model import Buffer, Image, Message, SeriesStart
-from receiver.protocols import eiger_stream1, eiger_stream2, sls, stins
+from protocols import eiger_stream1, eiger_stream2, sls, stins
+from protocols.model import Buffer, Image, Message, SeriesStart
 
 Parser = Callable[[Sequence[Buffer]], Message]
 

@@ -39,9 +39,9 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from receiver.model import Buffer, Image, Message, SeriesEnd, SeriesStart, StackedImage
-from receiver.protocols import bslz4
-from receiver.protocols.errors import MalformedMessage
+from protocols import bslz4
+from protocols.errors import MalformedMessage
+from protocols.model import Buffer, Image, Message, SeriesEnd, SeriesStart, StackedImage
 
 SELF_DESCRIBE = b"\xd9\xd9\xf7"
 MULTI_DIM_ARRAY = 40

@@ -1,8 +1,10 @@
-"""The receiver's one internal message model: every wire protocol is parsed into these.
+"""The frame model every wire protocol is parsed into and encoded from.
 
-Workers produce them, the collector orders them by ``seq``, the writer and the
-forwarder consume them. ``seq`` is the position of the message in its stream
-(STINS ``msg_number``), the only ordering key the collector needs.
+Senders (simulators, streamers) build these and encode them with a protocol
+module; the receiver's workers parse messages into them, the collector
+orders them by ``seq``, the writer and the forwarder consume them. ``seq`` is
+the position of the message in its stream (STINS ``msg_number``), the only
+ordering key the collector needs.
 
 Protocols without a stream-wide number (Dectris stream v1/v2, SLS) number
 their messages per series instead: ``series`` names the series (the
@@ -11,11 +13,9 @@ header, ``frame + 1`` for frame ``frame`` - while a series end, whose position
 nobody announces, has ``seq`` -1 (see ``receiver/series_reorder.py``). STINS
 leaves ``series`` at None.
 
-A multi-module detector (XSpectrum Lambda: one STINS stream per module) is
-joined frame by frame before the collector (``receiver/module_match.py``):
-the frame of every module becomes one :class:`ModuleImage`, its header one
-:class:`SeriesStart` with ``modules`` set, and what the matching finds wrong
-a :class:`Problem` in the ordered stream.
+A multi-module detector (XSpectrum Lambda: one STINS stream per module) has
+its header carry a :class:`ModuleLayout` (``SeriesStart.modules``): where
+each module's plane goes in the full image.
 """
 
 from __future__ import annotations
@@ -108,48 +108,13 @@ class ModulePlacement:
 
 @dataclass(frozen=True, slots=True)
 class ModuleLayout:
-    """The modules in stream order (plane k of a :class:`ModuleImage` is module k)."""
+    """The modules in stream order (plane k of a matched multi-module frame is module k)."""
 
     modules: tuple[ModulePlacement, ...]
     full_shape: tuple[int, int]
     fill_value: int | float | str
     """Pixels of the full image that no module covers (or whose module sent nothing);
     ``"max"``: the largest value of the pixel type (the Dectris mark for gaps)."""
-
-
-class ModuleParts:
-    """The modules' chunks of one frame, each in the buffer it came in; None: nothing came.
-
-    ``len()`` is their total size in bytes, as for the one blob of any other
-    frame, so the receiver's byte budgets and rates count them alike.
-    """
-
-    __slots__ = ("_nbytes", "chunks")
-
-    def __init__(self, chunks: tuple[Buffer | None, ...]) -> None:
-        self.chunks = chunks
-        self._nbytes = sum(len(c) for c in chunks if c is not None)
-
-    def __len__(self) -> int:
-        return self._nbytes
-
-
-@dataclass(slots=True)
-class ModuleImage(Image):
-    """Frame ``frame`` of every module of a multi-module detector, matched by frame number.
-
-    ``shape`` is (modules, H, W), the planes as they are stored; ``data`` is a
-    :class:`ModuleParts` holding one chunk per module as it came (never copied,
-    never decompressed), None for a module that sent nothing for this frame.
-    ``layout`` tells where each plane goes in the full image (live view,
-    forwarder: ``receiver/assembly.py``).
-    """
-
-    layout: ModuleLayout | None = None
-
-    def chunks(self) -> list[Buffer | None]:
-        """One buffer per module, None where the module sent nothing."""
-        return list(self.data.chunks)  # type: ignore[union-attr]
 
 
 @dataclass(slots=True)
@@ -159,29 +124,6 @@ class SeriesEnd:
     seq: int
     fields: dict[str, Any] = field(default_factory=dict)
     series: Hashable | None = None
-
-
-@dataclass(slots=True)
-class Malformed:
-    """A message that could not be parsed; kept in the ordered stream so nothing waits for it."""
-
-    seq: int
-    reason: str
-    series: Hashable | None = None
-
-
-@dataclass(slots=True)
-class Problem:
-    """Something found wrong on the way (a module gone silent, modules that disagree).
-
-    It travels in stream order like a message, so the writer puts the
-    receiver in error with ``reason`` during the series it belongs to.
-    ``lost`` and ``malformed`` count messages for the series' counters.
-    """
-
-    reason: str
-    lost: int = 0
-    malformed: int = 0
 
 
 Message = SeriesStart | Image | SeriesEnd

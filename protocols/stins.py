@@ -18,9 +18,9 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
-from receiver.model import Buffer, Image, Message, SeriesEnd, SeriesStart, StackedImage
-from receiver.protocols import bslz4
-from receiver.protocols.errors import MalformedMessage
+from protocols import bslz4
+from protocols.errors import MalformedMessage
+from protocols.model import Buffer, Image, Message, SeriesEnd, SeriesStart, StackedImage
 
 COMPRESSIONS = ("none", "bslz4", "cbf", "mono12p")
 """cbf (a whole Pilatus CBF file) and mono12p (12-bit packed) are decoded by the receiver's

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from receiver.model import Buffer, Image, Message, SeriesEnd, SeriesStart
-from receiver.protocols.errors import MalformedMessage
-from receiver.protocols.stins import check_blob_size
+from protocols.errors import MalformedMessage
+from protocols.model import Buffer, Image, Message, SeriesEnd, SeriesStart
+from protocols.stins import check_blob_size
 
 JSON_VERSION = 4
 DTYPES = {8: np.dtype("uint8"), 16: np.dtype("uint16"), 32: np.dtype("uint32")}
