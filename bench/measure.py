@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from sim.ports import free_port
+from tooling.ports import free_port
 
 BIN = Path(sys.executable).parent
 DISTINCT_FRAMES = 4

@@ -17,9 +17,9 @@ from protocols.model import Image
 from receiver.transforms import cbf
 from sim.frames import synthetic_frame
 from sim.pilatus import CamserverSimulator
-from sim.ports import free_port
 from streamers.pilatus import PilatusStreamer, StreamerConfig
 from tests.helpers import Processes, wait_until
+from tooling.ports import free_port
 
 SHAPE = (12, 10)
 

@@ -12,10 +12,10 @@ import hdf5plugin  # noqa: F401 - registers the bslz4 filter for reading
 import numpy as np
 import tango
 
-from devices.tango_db import DEFAULT_CONFIG, load_config, start_database, tango_env
 from sim.frames import synthetic_frame
-from sim.ports import free_port
 from tests.helpers import Processes, wait_until
+from tooling.ports import free_port
+from tooling.tango_db import DEFAULT_CONFIG, load_config, start_database, tango_env
 
 DEVICE = "sim/detector/det01"
 SHAPE = (48, 40)

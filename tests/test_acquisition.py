@@ -16,9 +16,9 @@ from devices.backends.simulator import SimulatorBackend
 from devices.receiver_link import EmbeddedReceiver, RemoteReceiver, embedded_config
 from devices.settings import AcquisitionSettings, TriggerMode
 from sim.frames import synthetic_frame
-from sim.ports import free_port
 from sim.trigger_input import fire
 from tests.helpers import wait_until
+from tooling.ports import free_port
 
 SHAPE = (32, 16)
 

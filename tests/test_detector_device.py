@@ -19,9 +19,9 @@ from tango.test_context import DeviceTestContext
 
 from devices.detector_device import DetectorDevice
 from sim.frames import synthetic_frame
-from sim.ports import free_port
 from sim.trigger_input import fire
 from tests.helpers import wait_until
+from tooling.ports import free_port
 
 SHAPE = (24, 20)
 SETTINGS = (

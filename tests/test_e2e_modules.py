@@ -22,9 +22,9 @@ from protocols import bslz4
 from protocols.model import Image, SeriesEnd, SeriesStart
 from sim.frames import synthetic_frame
 from sim.geometry import covered, windmill
-from sim.ports import free_port
 from tests.helpers import Processes, wait_until
 from tests.test_e2e_receiver import ForwardConsumer, series_closed
+from tooling.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from sim.frames import synthetic_frame
-from sim.ports import free_port
 from sim.replay import detect_protocol, prepare
 from tests.captures import SHAPE, STREAM1, STREAM2, V1_FRAMES, V2_FRAMES, capture
 from tests.helpers import Processes, wait_until
+from tooling.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

@@ -22,8 +22,8 @@ import zmq
 from protocols import bslz4, stins
 from protocols.model import Image, SeriesEnd, SeriesStart
 from sim.frames import synthetic_frame
-from sim.ports import free_port
 from tests.helpers import Processes, wait_until
+from tooling.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 

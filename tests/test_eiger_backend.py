@@ -12,8 +12,8 @@ from devices.backends.eiger import EigerBackend
 from devices.settings import AcquisitionSettings, TriggerMode
 from sim.eiger.server import EigerSimulator
 from sim.eiger.stream import RecordingSink
-from sim.ports import free_port
 from tests.helpers import wait_until
+from tooling.ports import free_port
 
 
 @pytest.fixture

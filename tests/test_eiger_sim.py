@@ -27,10 +27,10 @@ import requests
 
 from sim.eiger import EigerSimulator, ImageTiming, RecordingSink, SeriesConfig
 from sim.eiger.parameters import HC_EV_ANGSTROM
-from sim.ports import free_port
 from sim.trigger_input import fire
 from tests.captures import STREAM1
 from tests.helpers import VENV_BIN, wait_until
+from tooling.ports import free_port
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,8 +13,8 @@ import zmq
 
 from protocols import stins
 from receiver.config import ConfigError, load
-from sim.ports import free_port
 from tests.helpers import wait_until
+from tooling.ports import free_port
 
 DETECTORS_YAML = """
 ### Formax

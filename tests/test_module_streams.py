@@ -17,7 +17,7 @@ from sim.generator import GeneratorSettings
 from sim.generator_cli import main
 from sim.geometry import covered, in_a_row, windmill
 from sim.module_streams import ModuleStreams, module_endpoints
-from sim.ports import free_port
+from tooling.ports import free_port
 
 pytestmark = pytest.mark.timeout(20)
 

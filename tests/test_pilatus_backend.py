@@ -12,11 +12,11 @@ from devices.backend import Backend, BackendError, BackendState, create_backend
 from devices.backends.pilatus import PilatusBackend
 from devices.settings import AcquisitionSettings, TriggerMode
 from sim.pilatus import CamserverSimulator, RamDisk
-from sim.ports import free_port
 from sim.trigger_input import fire
 from streamers.pilatus import PilatusStreamer
 from tests.helpers import Processes, wait_until
 from tests.pilatus_support import SHAPE, StreamCollector, assert_frames, start_chain, start_streamer
+from tooling.ports import free_port
 
 DEVICE_DEFAULTS = {
     "TriggerInputAddress": "tcp://127.0.0.1:9998",

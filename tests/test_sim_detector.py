@@ -14,9 +14,9 @@ from protocols.model import Image, SeriesEnd, SeriesStart
 from sim import sim_cli
 from sim.detector import DetectorError, DetectorState, Exposure, SimulatedDetector
 from sim.frames import synthetic_frame
-from sim.ports import free_port
 from sim.trigger_input import fire
 from tests.helpers import wait_until
+from tooling.ports import free_port
 
 SHAPE = (16, 8)
 

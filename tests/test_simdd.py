@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import tango
 
-from devices.simdd import SIMDD_FILE, describe, real_device
-from devices.simlib import simulated_device
+from tooling.simdd import SIMDD_FILE, describe, real_device
+from tooling.simlib import simulated_device
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -76,7 +76,7 @@ def test_committed_description_is_the_real_device_now(real: tango.DeviceProxy) -
     committed = json.loads(SIMDD_FILE.read_text())
     assert committed == describe(real), (
         f"{SIMDD_FILE.name} no longer describes DetectorDevice: regenerate it with "
-        "`python -m devices.simdd` and commit it"
+        "`python -m tooling.simdd` and commit it"
     )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import tango
 
-from devices.tango_db import STARTER, database, register_starter, starter_command
 from tests.helpers import wait_until
 from tests.tango_bench import DEVICE, Bench, acquire, assert_file_holds
+from tooling.tango_db import STARTER, database, register_starter, starter_command
 
 pytestmark = pytest.mark.e2e
 

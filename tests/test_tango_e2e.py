@@ -12,12 +12,12 @@ from collections.abc import Iterator
 import pytest
 import tango
 
-from devices.tango_db import DEFAULT_CONFIG, database, load_config, server_names
 from receiver.config import load
-from sim.ports import free_port
 from sim.trigger_input import fire
 from tests.helpers import wait_until
 from tests.tango_bench import Bench, acquire, assert_file_holds
+from tooling.ports import free_port
+from tooling.tango_db import DEFAULT_CONFIG, database, load_config, server_names
 
 pytestmark = pytest.mark.e2e
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import requests
 
-from sim.ports import free_port
-from sim.processes import DemoError, child_process, wait_for
-from sim.summary import summarize
+from tooling.ports import free_port
+from tooling.processes import DemoError, child_process, wait_for
+from tooling.summary import summarize
 
 logger = logging.getLogger("daq-stream-demo")
 BIN = Path(sys.executable).parent

@@ -3,10 +3,10 @@
 Beamline tools test their scans in CI against that simulated device instead of
 our whole stack. The description is read from a running real device's public
 interface (what clients see), never written by hand, so it cannot drift:
-``python -m devices.simdd [OUTPUT.json]`` starts the real device and writes it
+``python -m tooling.simdd [OUTPUT.json]`` starts the real device and writes it
 (by default the committed ``tango_db_config/simdd/DetectorDevice_SimDD.json``);
 ``tests/test_simdd.py`` checks the committed file against the device.
-Running it with tango-simlib: :mod:`devices.simlib`.
+Running it with tango-simlib: :mod:`tooling.simlib`.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def real_device() -> Iterator[tango.DeviceProxy]:
     from tango.test_context import DeviceTestContext
 
     from devices.detector_device import DetectorDevice
-    from sim.ports import free_port
+    from tooling.ports import free_port
 
     with tempfile.TemporaryDirectory() as data_root:
         properties = {
@@ -147,7 +147,7 @@ def real_device() -> Iterator[tango.DeviceProxy]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devices.simdd",
+        prog="python -m tooling.simdd",
         description="Describe DetectorDevice for tango-simlib: start the real device, write SimDD.",
     )
     parser.add_argument("output", type=Path, nargs="?", default=SIMDD_FILE)

@@ -1,4 +1,4 @@
-"""tango-simlib serving the SimDD description of ``DetectorDevice`` (see :mod:`devices.simdd`).
+"""tango-simlib serving the SimDD description of ``DetectorDevice`` (see :mod:`tooling.simdd`).
 
 tango-simlib 0.9.4 does not run this description as it stands;
 :func:`simulator_class` makes it work without changing tango-simlib (each
@@ -29,7 +29,7 @@ from unittest import mock
 import tango
 from jsonschema import validate
 
-from devices.simdd import SIMDD_FILE, type_name
+from tooling.simdd import SIMDD_FILE, type_name
 
 
 def simulator_class(simdd: Path, device_name: str) -> type[tango.server.Device]:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import tango
 
-from devices.tango_db import DEFAULT_CONFIG, TangoDbError, load_config, start_database, tango_env
-from sim.ports import free_port
-from sim.processes import DemoError, child_process, wait_for
-from sim.summary import summarize
+from tooling.ports import free_port
+from tooling.processes import DemoError, child_process, wait_for
+from tooling.summary import summarize
+from tooling.tango_db import DEFAULT_CONFIG, TangoDbError, load_config, start_database, tango_env
 
 logger = logging.getLogger("daq-demo")
 BIN = Path(sys.executable).parent
