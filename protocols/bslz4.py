@@ -33,7 +33,7 @@ def compress(array: np.ndarray) -> bytes:
     """Compress ``array`` into one filter-32008 chunk (header included)."""
     array = np.ascontiguousarray(array)
     block = block_elements(array.dtype.itemsize)
-    blocks = bitshuffle.compress_lz4(array.reshape(-1), block)
+    blocks: np.ndarray = bitshuffle.compress_lz4(array.reshape(-1), block)
     return HEADER.pack(array.nbytes, block * array.dtype.itemsize) + blocks.tobytes()
 
 
@@ -59,7 +59,9 @@ def decompress(chunk: bytes | memoryview, shape: tuple[int, ...], dtype: np.dtyp
     block_bytes = check_blocks(chunk, count, dtype.itemsize)
     payload = np.frombuffer(chunk, dtype=np.uint8, offset=HEADER_SIZE)
     try:
-        flat = bitshuffle.decompress_lz4(payload, (count,), dtype, block_bytes // dtype.itemsize)
+        flat: np.ndarray = bitshuffle.decompress_lz4(
+            payload, (count,), dtype, block_bytes // dtype.itemsize
+        )
     except RuntimeError as exc:
         raise ValueError(f"bslz4 chunk is corrupt: bitshuffle reports {exc.args[0]}") from None
     return flat.reshape(shape)

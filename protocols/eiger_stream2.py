@@ -313,7 +313,9 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
 
 
-def _parse_start(message: Mapping[str, Any], key: tuple[int, str], ids: dict) -> SeriesStart:
+def _parse_start(
+    message: Mapping[str, Any], key: tuple[int, str], ids: dict[str, Any]
+) -> SeriesStart:
     try:
         start = StartFields.model_validate(dict(message))
     except ValidationError as exc:
@@ -385,7 +387,7 @@ def _plain(value: Any) -> Any:
     return None
 
 
-def _parse_image(message: Mapping[str, Any], key: tuple[int, str], ids: dict) -> Image:
+def _parse_image(message: Mapping[str, Any], key: tuple[int, str], ids: dict[str, Any]) -> Image:
     image_id = message.get("image_id")
     if type(image_id) is not int or image_id < 0:
         raise MalformedMessage(f"image: field 'image_id' must be an integer >= 0, got {image_id!r}")
@@ -396,7 +398,9 @@ def _parse_image(message: Mapping[str, Any], key: tuple[int, str], ids: dict) ->
         raise
 
 
-def _image(message: Mapping[str, Any], key: tuple[int, str], ids: dict, frame: int) -> Image:
+def _image(
+    message: Mapping[str, Any], key: tuple[int, str], ids: dict[str, Any], frame: int
+) -> Image:
     data = message.get("data")
     if not isinstance(data, Mapping) or not data:
         raise MalformedMessage(f"image {frame}: 'data' must map channel names to arrays")

@@ -21,7 +21,7 @@ each) are not matched yet: one stream is one detector.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import orjson
@@ -31,7 +31,11 @@ from protocols.model import Buffer, Image, Message, SeriesEnd, SeriesStart
 from protocols.stins import check_blob_size
 
 JSON_VERSION = 4
-DTYPES = {8: np.dtype("uint8"), 16: np.dtype("uint16"), 32: np.dtype("uint32")}
+DTYPES: dict[int, np.dtype[Any]] = {
+    8: np.dtype("uint8"),
+    16: np.dtype("uint16"),
+    32: np.dtype("uint32"),
+}
 EXACT_PROGRESS_FRAMES = 1_000_000
 """``progress`` is printed with 6 significant digits: up to this many frames the
 second-to-last frame of an acquisition never shows 100, so 100 marks the last."""
@@ -113,7 +117,7 @@ def parse(parts: Sequence[Buffer]) -> Message:
             "SLS detector stream, as the receiver's protocol setting says?"
         )
     index, number, file_index = (fields.get(k) for k in ("frameIndex", "frameNumber", "fileIndex"))
-    if any(type(v) is not int or v < 0 for v in (index, number, file_index)) or number < index:
+    if not (_count(index) and _count(number) and _count(file_index) and number >= index):
         raise MalformedMessage(
             "fields 'frameIndex', 'frameNumber' and 'fileIndex' must be integers >= 0 with "
             f"frameNumber >= frameIndex, got {index!r}, {number!r}, {file_index!r}"
@@ -126,7 +130,14 @@ def parse(parts: Sequence[Buffer]) -> Message:
         raise
 
 
-def _image(fields: dict[str, Any], parts: Sequence[Buffer], index: int, series: Any) -> Image:
+def _count(value: object) -> TypeGuard[int]:
+    """True for an int >= 0 (not a bool: JSON's true is no frame number)."""
+    return type(value) is int and value >= 0
+
+
+def _image(
+    fields: dict[str, Any], parts: Sequence[Buffer], index: int, series: tuple[int, int]
+) -> Image:
     bitmode = fields.get("bitmode")
     if bitmode not in DTYPES:
         raise MalformedMessage(
@@ -170,6 +181,8 @@ def opener(image: Image) -> SeriesStart:
     filename = extra.pop("filename", None)
     if not isinstance(filename, str):
         filename = fname
+    if not isinstance(image.series, tuple):
+        raise TypeError(f"an SLS frame's series is (file index, first frame), got {image.series!r}")
     file_index, first = image.series
     meta: dict[str, Any] = {
         "bit_depth_image": fields.get("bitmode"),

@@ -42,9 +42,11 @@ def _dumps(fields: dict[str, Any]) -> bytes:
 
 def encode_header(
     msg_number: int, filename: str, meta: dict[str, Any] | None = None, **extra: Any
-) -> list[bytes]:
+) -> list[Buffer]:
     """A header message; ``meta`` (the optional 2nd part) goes to the NXdetector group."""
-    parts = [_dumps({"htype": "header", "msg_number": msg_number, "filename": filename, **extra})]
+    parts: list[Buffer] = [
+        _dumps({"htype": "header", "msg_number": msg_number, "filename": filename, **extra})
+    ]
     if meta is not None:
         parts.append(_dumps(meta))
     return parts
@@ -77,7 +79,7 @@ def _type_name(dtype: np.dtype) -> str:
     return dtype.name if dtype.byteorder in "=|<" else dtype.str
 
 
-def encode_series_end(msg_number: int, **extra: Any) -> list[bytes]:
+def encode_series_end(msg_number: int, **extra: Any) -> list[Buffer]:
     """The end-of-series message."""
     return [_dumps({"htype": "series_end", "msg_number": msg_number, **extra})]
 

@@ -55,7 +55,9 @@ def _loaded_hdf5() -> Path:
             name = Path(path).name
             if name.startswith("libhdf5") and "_hl" not in name and ".so" in name:
                 return Path(path)
-    raise ChunkWriteError("the HDF5 library loaded by h5py was not found in /proc/self/maps")
+    raise ChunkWriteError(
+        "the HDF5 library loaded by h5py was not found in /proc/self/maps", written=0
+    )
 
 
 def write_chunks(

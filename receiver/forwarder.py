@@ -22,7 +22,7 @@ from collections.abc import Callable
 import zmq
 
 from protocols import stins
-from protocols.model import Image, Message
+from protocols.model import Buffer, Image, Message
 from receiver import assembly
 from receiver.stream_items import ModuleImage
 
@@ -36,7 +36,7 @@ class Forwarder(threading.Thread):
 
     def __init__(
         self,
-        context: zmq.Context,
+        context: zmq.Context[zmq.Socket[bytes]],
         endpoint: str,
         hwm: int,
         buffer_bytes: int,
@@ -49,7 +49,7 @@ class Forwarder(threading.Thread):
         self._socket.sndtimeo = SEND_TIMEOUT_MS
         self._socket.linger = 0
         self._socket.bind(endpoint)
-        self.endpoint = self._socket.last_endpoint.decode()
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._budget = buffer_bytes
         self._buffered = 0
         self._on_error = on_error
@@ -91,7 +91,7 @@ class Forwarder(threading.Thread):
         finally:
             self._socket.close()
 
-    def _encode(self, message: Message, number: int) -> list | None:
+    def _encode(self, message: Message, number: int) -> list[Buffer] | None:
         """The STINS parts of ``message``; a module frame as the assembled full image."""
         if not isinstance(message, ModuleImage):
             return stins.encode(message, number)
@@ -105,7 +105,7 @@ class Forwarder(threading.Thread):
                 self._on_error(reason)
             return None
 
-    def _send(self, parts: list) -> None:
+    def _send(self, parts: list[Buffer]) -> None:
         while not self._stopping:
             try:
                 self._socket.send_multipart(parts, copy=False)

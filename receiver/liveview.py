@@ -118,9 +118,8 @@ def _along(axis: int, ndim: int) -> list[int]:
 
 
 def _cast_like(means: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype.kind in "biu":
-        return np.rint(means).astype(dtype)
-    return means.astype(dtype)
+    rounded: np.ndarray = np.rint(means) if dtype.kind in "biu" else means
+    return rounded.astype(dtype)
 
 
 def to_png(array: np.ndarray) -> bytes:
@@ -154,9 +153,11 @@ def _as_2d(array: np.ndarray) -> np.ndarray:
 
 def _valid_pixels(pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype.kind in "iu":
-        return pixels != np.iinfo(pixels.dtype).max
+        below_max: np.ndarray = pixels != np.iinfo(pixels.dtype).max
+        return below_max
     if pixels.dtype.kind == "f":
-        return np.isfinite(pixels)
+        finite: np.ndarray = np.isfinite(pixels)
+        return finite
     return np.ones(pixels.shape, dtype=bool)
 
 

@@ -34,7 +34,8 @@ def keep_freed_memory(keep_bytes: int) -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    keep = min(keep_bytes, 2**31 - 1)
-    return (
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1 and mallopt(M_TRIM_THRESHOLD, keep) == 1
-    )
+    mallopt.restype = ctypes.c_int
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) != 1:
+        return False
+    trim_set: int = mallopt(M_TRIM_THRESHOLD, min(keep_bytes, 2**31 - 1))
+    return trim_set == 1

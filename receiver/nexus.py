@@ -214,7 +214,7 @@ class NexusFile:
                 f"frame {image.frame} is {image.compression!r} data, which is stored only once "
                 f'decoded: add {{"kind": "{image.compression}"}} first to the receiver\'s transforms'
             )
-        if self._data is None:
+        if self._data is None or self._layout is None:
             self._create_dataset(*layout, stacked=stacked)
         elif layout != self._layout:
             shape, dtype, compression = self._layout
@@ -315,6 +315,8 @@ class NexusFile:
 
     def _reserve(self, index: int) -> None:
         """Grow the dataset (and the frame-number list) to hold ``index``, by doubling."""
+        if self._data is None:
+            raise RuntimeError(f"frame {index} placed before the dataset was created")
         new_capacity = max(index + 1, 2 * len(self._numbers), 16)
         self._data.resize(new_capacity, axis=0)
         grown = np.full(new_capacity, -1, dtype=np.int64)

@@ -44,6 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from protocols.model import Image, Message, SeriesEnd, SeriesStart
 from receiver.readers import SeriesRules
@@ -206,7 +207,7 @@ class SeriesReorderer(Reorderer[Item]):
             return self._start_next()
         ready = self._pending.pop((current.key, self._position), None)
         if ready is not None:
-            return self._release(current, ready)
+            return self._release_entry(current, ready)
         if current.pending:
             return self._skip_gap(current)
         if current.end is not None or self._loose_ends:
@@ -219,7 +220,7 @@ class SeriesReorderer(Reorderer[Item]):
         self._stalled_since = None
         return None
 
-    def _release(self, series: _Series, entry: tuple[Item, bool, int]) -> Item:
+    def _release_entry(self, series: _Series, entry: tuple[Item, bool, int]) -> Item:
         item, _, nbytes = entry
         self._pending_bytes -= nbytes
         series.pending -= 1
@@ -272,7 +273,7 @@ class SeriesReorderer(Reorderer[Item]):
         header = self._pending.pop((series.key, 0), None)
         if header is not None:
             self._current, self._position = series, 0
-            return self._release(series, header)
+            return self._release_entry(series, header)
         if not self._stalled():
             return None
         # Its header never came (lost, or the receiver joined mid-series).
@@ -297,6 +298,10 @@ class SeriesReorderer(Reorderer[Item]):
         return self._loose_ends.popleft()
 
 
-def _order(series: _Series) -> Hashable:
-    """Series start in the order of their keys: detector series ids grow."""
+def _order(series: _Series) -> Any:
+    """Series start in the order of their keys: detector series ids grow.
+
+    Any: keys are whatever the protocol makes them (ints, tuples); keys of
+    unlike kinds do not compare, and the caller catches that TypeError.
+    """
     return series.key

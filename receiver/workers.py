@@ -35,7 +35,7 @@ class Worker(threading.Thread):
     def __init__(
         self,
         index: int | str,
-        context: zmq.Context,
+        context: zmq.Context[zmq.Socket[bytes]],
         endpoints: list[str],
         rcvhwm: int,
         batch_bytes: int,

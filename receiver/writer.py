@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WriterItem = SeriesStart | Image | SeriesEnd | Malformed | Gap | Stale | Problem
-_STOP = object()
+_STOP: list[WriterItem] = []
+"""Queued after the last batch: the thread ends once it comes out (by identity, not content)."""
 SPACE_CHECK_BYTES = 64 * 1024**2
 
 
@@ -39,7 +40,7 @@ class SeriesWriter:
         self._config = config
         self._board = board
         self._unreadable = unreadable
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=config.writer_queue)
+        self._queue: queue.Queue[list[WriterItem]] = queue.Queue(maxsize=config.writer_queue)
         self._file: NexusFile | None = None
         self._series_open = False
         self._bytes_since_check = 0
@@ -103,6 +104,8 @@ class SeriesWriter:
             return
         series = self._board.series
         file = self._file
+        if file is None:
+            raise RuntimeError(f"frames {run[0].frame}..{run[-1].frame} to store but no file open")
         before = file.frames_written
         nbytes = sum(len(image.data) for image in run)
         try:
@@ -217,6 +220,9 @@ class SeriesWriter:
     def _abandon(self, reason: str) -> None:
         """Close the file after an I/O error, keeping the frames already written."""
         file, self._file = self._file, None
+        if file is None:
+            self._board.fail(reason)
+            return
         written = file.frames_written
         try:
             file.close()

@@ -65,7 +65,9 @@ def available() -> bool:
     return True
 
 
-def batch_receiver(socket: zmq.Socket, max_messages: int) -> BatchReceiver | PyzmqBatchReceiver:
+def batch_receiver(
+    socket: zmq.Socket[bytes], max_messages: int
+) -> BatchReceiver | PyzmqBatchReceiver:
     """The C loop where it can run, pyzmq otherwise."""
     if available():
         return BatchReceiver(socket, max_messages)
@@ -79,7 +81,7 @@ def _keep(owner: object, part: object) -> None:
 class BatchReceiver:
     """Receives batches from one socket; use it from the socket's own thread only."""
 
-    def __init__(self, socket: zmq.Socket, max_messages: int) -> None:
+    def __init__(self, socket: zmq.Socket[bytes], max_messages: int) -> None:
         self._socket = socket
         self._handle = ffi.cast("void *", socket.underlying)
         self._max_messages = max_messages
@@ -132,7 +134,7 @@ class BatchReceiver:
 class PyzmqBatchReceiver:
     """The same batches through pyzmq, one call and one GIL hand-over per part."""
 
-    def __init__(self, socket: zmq.Socket, max_messages: int) -> None:
+    def __init__(self, socket: zmq.Socket[bytes], max_messages: int) -> None:
         self._socket = socket
         self._max_messages = max_messages
 

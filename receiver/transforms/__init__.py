@@ -139,8 +139,18 @@ def build_pipeline(configs: Sequence[TransformConfig | Mapping[str, Any]]) -> Tr
         return _unchanged
     first, *rest = validated
     if isinstance(first, _Decoding):
-        return Pipeline([config.step() for config in rest], DECODERS[first.kind], first.compression)
-    return Pipeline([config.step() for config in validated])
+        return Pipeline(_steps(rest), DECODERS[first.kind], first.compression)
+    return Pipeline(_steps(validated))
+
+
+def _steps(configs: Sequence[TransformConfig]) -> list[Step]:
+    """The frame steps of ``configs``, where validation left no decoding (it comes first)."""
+    steps = []
+    for config in configs:
+        if isinstance(config, _Decoding):
+            raise ValueError(f"transform {config.kind!r} can only be the first")
+        steps.append(config.step())
+    return steps
 
 
 def _unchanged(image: Image) -> Image:

@@ -37,13 +37,17 @@ def mask(
 
 def fill_value(value: MaskValue, dtype: np.dtype) -> np.generic:
     """``value`` in ``dtype`` (``"max"``: the type's largest value, the Dectris mark for bad pixels)."""
+    scalar: np.generic
     if value == "max":
-        return dtype.type((np.iinfo if dtype.kind in "iu" else np.finfo)(dtype).max)
+        scalar = dtype.type((np.iinfo if dtype.kind in "iu" else np.finfo)(dtype).max)
+        return scalar
     if dtype.kind == "f":
-        return dtype.type(value)
+        scalar = dtype.type(value)
+        return scalar
     if isinstance(value, float) and not value.is_integer():
         raise MalformedMessage(f"mask: value {value} cannot be stored in a {dtype} frame")
     try:
-        return dtype.type(int(value))
+        scalar = dtype.type(int(value))
+        return scalar
     except OverflowError:
         raise MalformedMessage(f"mask: value {value} does not fit in a {dtype} frame") from None

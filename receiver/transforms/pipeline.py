@@ -47,7 +47,7 @@ def encode(frame: np.ndarray, compression: str) -> Buffer:
     """The blob of ``frame`` in ``compression`` ('none' or 'bslz4')."""
     if compression == "bslz4":
         return bslz4.compress(frame)
-    return memoryview(np.ascontiguousarray(frame)).cast("B")
+    return np.ascontiguousarray(frame).data.cast("B")
 
 
 class Pipeline:

@@ -28,12 +28,13 @@ NO_ENERGY = -1.0
 def load_table(path: Path) -> np.ndarray:
     """Read a calibration tensor from ``.npy`` or ``.npz``; raise ValueError if it is unusable."""
     loaded = np.load(path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
+    if isinstance(loaded, np.ndarray):
         return loaded
     with loaded:
         if NPZ_KEY not in loaded:
             raise ValueError(f"{path} has no array {NPZ_KEY!r} (it has {sorted(loaded)})")
-        return loaded[NPZ_KEY]
+        table: np.ndarray = loaded[NPZ_KEY]
+        return table
 
 
 class TotToEnergy:
