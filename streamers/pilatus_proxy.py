@@ -1,13 +1,13 @@
 """The Pilatus streamer's control side: camserver's TCP protocol, proxied.
 
 The Tango device (its Pilatus backend) need not run on the DCU: it talks
-camserver's own protocol (PROTOCOLS.md) to this proxy, which forwards every
-command to camserver over one connection it keeps, and every reply back,
-unchanged. On the way it learns what the image side must know: ``nimages``,
-``exptime`` and ``expperiod`` from camserver's replies, and from an accepted
-``exposure``/``exttrigger``/``extmtrigger``/``extenable <file>`` that a series
-of ``nimages`` files named after ``<file>`` starts; camserver's ``7`` reply ends
-it. MAX IV's own Pilatus streamer works the same way, on port 8888.
+camserver's own protocol (:mod:`protocols.camserver`) to this proxy, which
+forwards every command to camserver over one connection it keeps, and every
+reply back, unchanged. On the way it learns what the image side must know:
+``nimages``, ``exptime`` and ``expperiod`` from camserver's replies, and from
+an accepted ``exposure``/``exttrigger``/``extmtrigger``/``extenable <file>``
+that a series of ``nimages`` files named after ``<file>`` starts; camserver's
+``7`` reply ends it. MAX IV's own Pilatus streamer works the same way, on port 8888.
 
 Commands the proxy answers itself (never forwarded):
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import selectors
 import socket
 import threading
@@ -43,33 +42,14 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamers.pilatus_stream import CamserverNames, ImageStreamer, SeriesDone, SeriesStart
+from protocols import camserver
+from protocols.camserver import CODE_COMMAND, CODE_SERIES_END, Reply
+from streamers.pilatus_stream import ImageStreamer, SeriesDone, SeriesStart
 
 logger = logging.getLogger(__name__)
 
-REPLY_END = b"\x18"
-COMMAND_SPLIT = re.compile(rb"([\x00\x18\n])")
-ACQUISITIONS = ("exposure", "exttrigger", "extmtrigger", "extenable")
-CAMSERVER_COMMANDS = (
-    "exptime",
-    "expperiod",
-    "nimages",
-    "nexpframe",
-    "delay",
-    "setenergy",
-    "setthreshold",
-    "imgpath",
-    *ACQUISITIONS,
-    "k",
-    "camcmd",
-)
-LEARN = {
-    "nimages": (re.compile(r"N images set to: (\d+)"), int),
-    "exptime": (re.compile(r"Exposure time set to: ([-+0-9.eE]+) sec"), float),
-    "expperiod": (re.compile(r"Exposure period set to: ([-+0-9.eE]+) sec"), float),
-    "energy": (re.compile(r"Energy setting: ([-+0-9.eE]+) eV"), float),
-}
 HANDSHAKE = ("nimages", "exptime", "expperiod")
+"""What the proxy reads from camserver when it connects (it learns the rest from replies)."""
 
 
 class ProxyError(OSError):
@@ -80,20 +60,16 @@ class ProxyError(OSError):
 class _Pending:
     """A forwarded command waiting for its reply, or a local reply waiting for its turn."""
 
-    code: str
+    code: int = CODE_COMMAND
     command: str = ""
     start: SeriesStart | None = None
     local_reply: str | None = None
     to_client: bool = True
 
 
-def resolve_command(word: str) -> str | None:
-    """camserver's command for ``word``: exact or a unique prefix, case-insensitive."""
-    word = word.lower()
-    if word in CAMSERVER_COMMANDS:
-        return word
-    matches = [name for name in CAMSERVER_COMMANDS if name.startswith(word)]
-    return matches[0] if len(matches) == 1 else None
+def _refusal(code: int, reason: str) -> str:
+    """The proxy's own ``ERR``: ``streamer:`` tells the client camserver never saw the command."""
+    return camserver.format_reply(code, False, f"streamer: {reason}")
 
 
 def _address(host_port: tuple[str, int]) -> str:
@@ -173,9 +149,12 @@ class CamserverProxy:
             other = self._client.getpeername()
             with contextlib.suppress(OSError):
                 sock.sendall(
-                    f"15 ERR streamer: {_address(other)} is connected to this proxy; "
-                    "one client at a time".encode()
-                    + REPLY_END
+                    camserver.encode_reply(
+                        _refusal(
+                            CODE_COMMAND,
+                            f"{_address(other)} is connected to this proxy; one client at a time",
+                        )
+                    )
                 )
             sock.close()
             logger.warning("refused client %s: %s is connected", _address(peer), _address(other))
@@ -212,7 +191,7 @@ class CamserverProxy:
         if client is None or (only is not None and client is not only):
             return
         try:
-            client.sendall(text.encode("ascii", "replace") + REPLY_END)
+            client.sendall(camserver.encode_reply(text))
         except OSError:
             self._drop_client()
 
@@ -225,23 +204,19 @@ class CamserverProxy:
         if not data:
             self._drop_client()
             return
-        parts = COMMAND_SPLIT.split(self._client_in + data)
-        self._client_in = parts.pop()
-        for raw, end in zip(parts[::2], parts[1::2], strict=True):
-            line = raw.decode("ascii", "replace").replace("\r", "").strip()
-            if line:
-                self._command(line, end)
+        lines, self._client_in = camserver.read_commands(self._client_in + data)
+        for line, end in lines:
+            self._command(line, end)
 
     # --- commands ----------------------------------------------------------------------
 
     def _command(self, line: str, end: bytes) -> None:
-        word, _, argument = line.partition(" ")
-        argument = argument.strip()
+        word, argument = camserver.split_command(line)
         if word.lower().startswith("streamer_"):
             self._local(self._streamer_command(word.lower(), argument))
             return
-        command = resolve_command(word) or ""
-        code = "10" if command == "imgpath" else "15"
+        command = camserver.resolve_command(word) or ""
+        code = camserver.reply_code(command)
         refusal = ""
         start = None
         if command == "imgpath" and argument and not self._is_imgpath(argument):
@@ -249,12 +224,12 @@ class CamserverProxy:
                 f"the streamer watches {self.imgpath}; camserver must write its images "
                 f"there, not to {argument}"
             )
-        elif command in ACQUISITIONS:
+        elif command in camserver.ACQUISITIONS:
             refusal, start = self._check_start(command, argument)
         elif command in ("k", "camcmd") and self._running is not None:
             self._killed = True
         if refusal:
-            self._local(f"{code} ERR streamer: {refusal}")
+            self._local(_refusal(code, refusal))
             return
         self._forward(line.encode("ascii", "replace") + end, _Pending(code, command, start))
 
@@ -262,15 +237,19 @@ class CamserverProxy:
         if word == "streamer_filename":
             if argument:
                 self._filename = argument.strip('"')
-            return f"15 OK Streamer filename set to: {self._filename}"
+            return camserver.format_reply(
+                CODE_COMMAND, True, f"Streamer filename set to: {self._filename}"
+            )
         if word == "streamer_status":
             running = self._running
             state = f"running {running.camserver_file}" if running else "idle"
-            return (
-                f"15 OK Streamer: {state}; {self.images.series_count} series, "
-                f"{self.images.frames_sent} frames sent on {self.images.endpoint}"
+            return camserver.format_reply(
+                CODE_COMMAND,
+                True,
+                f"Streamer: {state}; {self.images.series_count} series, "
+                f"{self.images.frames_sent} frames sent on {self.images.endpoint}",
             )
-        return f"1 ERR *** Unrecognized command: {word}"
+        return camserver.unrecognized(word)
 
     def _is_imgpath(self, argument: str) -> bool:
         return os.path.realpath(argument) == os.path.realpath(self.imgpath)
@@ -298,7 +277,7 @@ class CamserverProxy:
                 None,
             )
         nimages = int(self._settings.get("nimages", 1))
-        names = CamserverNames.of(name, nimages)
+        names = camserver.SeriesNames.of(name, nimages)
         stale = [entry for entry in os.listdir(self.imgpath) if names.frame_of(entry) is not None]
         if stale:
             return (
@@ -322,7 +301,7 @@ class CamserverProxy:
     def _local(self, reply: str) -> None:
         """Answer now, or after the replies camserver still owes to earlier commands."""
         if self._pending:
-            self._pending.append(_Pending("", local_reply=reply))
+            self._pending.append(_Pending(local_reply=reply))
         else:
             self._to_client(reply)
 
@@ -331,16 +310,14 @@ class CamserverProxy:
             try:
                 self._connect_upstream()
             except ProxyError as exc:
-                self._local(f"{pending.code} ERR streamer: {exc}")
+                self._local(_refusal(pending.code, str(exc)))
                 return
         assert self._upstream is not None
         try:
             self._upstream.sendall(command)
         except OSError as exc:
             self._lost_upstream(f"sending to it failed: {exc.strerror}")
-            self._local(
-                f"{pending.code} ERR streamer: camserver at {_address(self.camserver)} is gone"
-            )
+            self._local(_refusal(pending.code, f"camserver at {_address(self.camserver)} is gone"))
             return
         self._pending.append(pending)
 
@@ -357,10 +334,11 @@ class CamserverProxy:
             ) from None
         try:
             reply = self._ask(sock, f"imgpath {self.imgpath}")
-            if not reply.startswith("10 OK"):
+            accepted = camserver.parse_reply(reply)
+            if accepted is None or accepted.code != camserver.CODE_IMGPATH or not accepted.ok:
                 raise ProxyError(f"camserver at {where} refused imgpath {self.imgpath}: {reply}")
             for command in HANDSHAKE:
-                self._learn(self._ask(sock, command))
+                self._settings.update(camserver.read_back(self._ask(sock, command)))
         except OSError as exc:
             sock.close()
             if isinstance(exc, ProxyError):
@@ -373,9 +351,9 @@ class CamserverProxy:
 
     @staticmethod
     def _ask(sock: socket.socket, command: str) -> str:
-        sock.sendall(command.encode() + b"\0")
+        sock.sendall(command.encode() + camserver.SEND_END)
         reply = b""
-        while not reply.endswith(REPLY_END):
+        while not reply.endswith(camserver.REPLY_END):
             data = sock.recv(4096)
             if not data:
                 raise ConnectionError("connection closed")
@@ -396,10 +374,10 @@ class CamserverProxy:
             if pending.local_reply is not None:
                 self._to_client(pending.local_reply)
             elif pending.to_client:
-                self._to_client(f"{pending.code} ERR streamer: lost the connection to camserver")
+                self._to_client(_refusal(pending.code, "lost the connection to camserver"))
         if self._running is not None:
             reason = f"lost the connection to camserver at {where} during the series ({why})"
-            self._to_client(f"7 ERR streamer: {reason}", only=self._series_client)
+            self._to_client(_refusal(CODE_SERIES_END, reason), only=self._series_client)
             self.images.end_series(SeriesDone(None, ok=False, reason=reason))
             self._running = None
 
@@ -413,17 +391,19 @@ class CamserverProxy:
         if not data:
             self._lost_upstream("camserver closed it")
             return
-        *replies, self._upstream_in = (self._upstream_in + data).split(REPLY_END)
-        for raw in replies:
-            self._reply(raw.decode("ascii", "replace"))
+        replies, self._upstream_in = camserver.read_replies(self._upstream_in + data)
+        for text in replies:
+            self._reply(text)
 
     def _reply(self, text: str) -> None:
-        self._learn(text)
-        if text.startswith("7 "):
-            self._series_over(text)
+        self._settings.update(camserver.read_back(text))
+        parsed = camserver.parse_reply(text)
+        if parsed is not None and parsed.code == CODE_SERIES_END:
+            self._series_over(text, parsed)
             return
         pending = self._pending.popleft() if self._pending else None
-        if pending is not None and pending.start is not None and text.startswith("15 OK"):
+        started = parsed is not None and parsed.code == CODE_COMMAND and parsed.ok
+        if pending is not None and pending.start is not None and started:
             self._running, self._killed = pending.start, False
             self._series_client = self._client
             self._filename = ""
@@ -435,26 +415,17 @@ class CamserverProxy:
             assert reply is not None
             self._to_client(reply)
 
-    def _series_over(self, text: str) -> None:
-        ok = text.startswith("7 OK")
-        detail = text[5:].strip() if ok else text[6:].strip()
+    def _series_over(self, text: str, reply: Reply) -> None:
+        """camserver's ``7`` reply: the series ends on the stream; the reply goes to its client."""
+        detail = reply.text.strip()
         if self._running is not None:
             self.images.end_series(
                 SeriesDone(
-                    detail if ok and detail else None,
-                    ok=ok,
+                    detail if reply.ok and detail else None,
+                    ok=reply.ok,
                     killed=self._killed,
-                    reason="" if ok else f"camserver: {detail}",
+                    reason="" if reply.ok else f"camserver: {detail}",
                 )
             )
             self._running = None
         self._to_client(text, only=self._series_client)
-
-    def _learn(self, text: str) -> None:
-        if not text.startswith("15 OK"):
-            return
-        for key, (pattern, kind) in LEARN.items():
-            found = pattern.search(text)
-            if found:
-                with contextlib.suppress(ValueError):
-                    self._settings[key] = kind(found[1])

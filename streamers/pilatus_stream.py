@@ -13,9 +13,10 @@ When is a file complete? camserver writes each image under a temporary name
 and renames it into place: an ``IN_MOVED_TO`` event means the file is whole.
 A writer that writes under the final name is covered by ``IN_CLOSE_WRITE``.
 Nothing is ever read on creation or modification, and every file is checked
-before it is sent: the byte-offset stream must be as long as its
-``X-Binary-Size`` says and the closing ``--CIF-BINARY-FORMAT-SECTION----``
-must follow it, else the file waits for its next close. Hidden files
+before it is sent (:func:`protocols.cbf.read_cbf_info`): the byte-offset
+stream must be as long as its ``X-Binary-Size`` says and the closing
+``--CIF-BINARY-FORMAT-SECTION----`` must follow it, else the file waits for
+its next close. Hidden files
 (camserver's temporary names) and files of no announced series are left alone.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import re
 import selectors
 import threading
 import time
@@ -37,121 +37,15 @@ from typing import Any
 import zmq
 from inotify_simple import INotify, flags
 
-from protocols import stins
+from protocols import cbf, stins
+from protocols.camserver import SeriesNames
 
 logger = logging.getLogger(__name__)
 
-MARKER = b"\x0c\x1a\x04\xd5"
-CLOSING = b"--CIF-BINARY-FORMAT-SECTION----"
-HEADER_SEARCH = 1 << 16
-FIELD = re.compile(rb"^(X-Binary-[\w-]+|Content-[\w-]+):[ \t]*(.*?)[ \t]*\r?$", re.MULTILINE)
-EXPOSURE_TIME = re.compile(rb"# Exposure_time ([-+0-9.eE]+) s")
 WATCHED = flags.CLOSE_WRITE | flags.MOVED_TO
 POLL_S = 0.1
 SLOW_RECEIVER_S = 10.0
 UNCLAIMED_LIMIT = 10_000
-
-
-class CbfError(ValueError):
-    """The file is not a Pilatus mini-CBF this streamer can send."""
-
-
-class CbfIncomplete(CbfError):
-    """The file is a CBF still being written: its binary section is not all there yet."""
-
-
-@dataclass(frozen=True, slots=True)
-class CbfInfo:
-    """What the image message needs from a CBF file's headers."""
-
-    shape: tuple[int, int]
-    exposure_time: float | None
-
-
-def read_cbf_info(data: bytes) -> CbfInfo:
-    """Shape and exposure time of a complete mini-CBF; :class:`CbfIncomplete` if cut short."""
-    start = data.find(MARKER, 0, HEADER_SEARCH)
-    if start < 0:
-        if len(data) < HEADER_SEARCH:
-            raise CbfIncomplete(f"no binary section yet in {len(data)} bytes")
-        raise CbfError("no binary section (start marker 0C 1A 04 D5 not found)")
-    header = data[:start]
-    fields = {key.decode(): value.decode("latin-1") for key, value in FIELD.findall(header)}
-    if b'conversions="x-CBF_BYTE_OFFSET"' not in header:
-        raise CbfError("not byte-offset compressed (conversions x-CBF_BYTE_OFFSET missing)")
-    if fields.get("X-Binary-Element-Type", "").strip('"') != "signed 32-bit integer":
-        raise CbfError(
-            f"pixels are {fields.get('X-Binary-Element-Type', 'of no given type')}, "
-            "not signed 32-bit integers"
-        )
-    try:
-        size = int(fields["X-Binary-Size"])
-        columns = int(fields["X-Binary-Size-Fastest-Dimension"])
-        rows = int(fields["X-Binary-Size-Second-Dimension"])
-    except (KeyError, ValueError) as exc:
-        raise CbfError(f"binary section header without a usable {exc}") from None
-    if min(size, rows, columns) <= 0:
-        raise CbfError(f"binary section of {size} bytes for {rows} x {columns} pixels")
-    end = start + len(MARKER) + size
-    if len(data) < end:
-        raise CbfIncomplete(f"{len(data) - end + size} of {size} bytes of pixel data so far")
-    if data.find(CLOSING, end) < 0:
-        raise CbfIncomplete("pixel data complete, the closing boundary not written yet")
-    found = EXPOSURE_TIME.search(header)
-    return CbfInfo((rows, columns), float(found[1]) if found else None)
-
-
-@dataclass(frozen=True, slots=True)
-class CamserverNames:
-    """Recognises the files camserver writes for a series started with ``given``, ``count`` images.
-
-    camserver's rule (areaDetector's Pilatus driver documents it): one image
-    keeps the given name; several are numbered after the last ``_`` from the
-    number found there (at least 3 digits, which also set the width) or from
-    0 with 5 digits after an appended ``_``.
-    """
-
-    given: str
-    count: int
-    prefix: str
-    start: int
-    width: int
-    extension: str
-
-    @classmethod
-    def of(cls, given: str, count: int) -> CamserverNames:
-        stem, dot, extension = given.rpartition(".")
-        if not dot or len(extension) > 4:
-            stem, extension = given, ""
-        else:
-            extension = "." + extension
-        head, underscore, last = stem.rpartition("_")
-        if underscore and len(last) >= 3 and last.isascii() and last.isdigit():
-            width = len(last)
-            if (width == 3 and count > 999) or (width == 4 and count > 9999):
-                width = 5
-            return cls(given, count, head + "_", int(last), width, extension)
-        prefix = stem if stem.endswith("_") else stem + "_"
-        return cls(given, count, prefix, 0, 5, extension)
-
-    def name(self, frame: int) -> str:
-        if self.count == 1:
-            return self.given
-        return f"{self.prefix}{self.start + frame:0{self.width}d}{self.extension}"
-
-    def frame_of(self, name: str) -> int | None:
-        """The frame (0-based in the series) that file ``name`` holds; None if not one of ours."""
-        if self.count == 1:
-            return 0 if name == self.given else None
-        if not (name.startswith(self.prefix) and name.endswith(self.extension)):
-            return None
-        digits = name[len(self.prefix) : len(name) - len(self.extension)]
-        if not (digits.isascii() and digits.isdigit()) or len(digits) < self.width:
-            return None
-        frame = int(digits) - self.start
-        if not 0 <= frame < self.count or digits != f"{int(digits):0{self.width}d}":
-            return None
-        return frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +71,7 @@ class SeriesDone:
 @dataclass
 class _Series:
     start: SeriesStart
-    names: CamserverNames
+    names: SeriesNames
     sent: set[int] = field(default_factory=set)
     invalid: set[int] = field(default_factory=set)
 
@@ -310,7 +204,7 @@ class ImageStreamer:
                 self._series.start.camserver_file,
             )
             self._finish(SeriesDone(None, ok=False, reason="superseded"))
-        names = CamserverNames.of(start.camserver_file, start.nimages)
+        names = SeriesNames.of(start.camserver_file, start.nimages)
         self._series = _Series(start, names)
         self.series_count += 1
         self._send(stins.encode_header(self.msg_number, start.filename, start.meta))
@@ -399,12 +293,12 @@ class ImageStreamer:
         except FileNotFoundError:
             return _Offer.ABSENT
         try:
-            info = read_cbf_info(data)
-        except CbfIncomplete as exc:
+            info = cbf.read_cbf_info(data)
+        except cbf.CbfIncomplete as exc:
             if not final:
                 logger.debug("%s not complete yet (%s): waiting for its next close", name, exc)
             return _Offer.INCOMPLETE
-        except CbfError as exc:
+        except cbf.CbfError as exc:
             logger.error("series file %s cannot be sent: %s; deleted", name, exc)
             path.unlink(missing_ok=True)
             series.invalid.add(frame)

@@ -12,9 +12,8 @@ import pytest
 from inotify_simple import INotify, flags
 
 from sim.frames import synthetic_frame
-from sim.pilatus import CamserverSimulator, RamDisk, series_names
+from sim.pilatus import CamserverSimulator, RamDisk
 from sim.trigger_input import fire
-from streamers.pilatus_stream import CamserverNames
 from tests.helpers import wait_until
 from tests.pilatus_support import SHAPE, CamserverClient, configure
 
@@ -37,6 +36,11 @@ def client(camserver: CamserverSimulator) -> Iterator[CamserverClient]:
         ("nimages", b"15 OK N images set to: 1\x18"),
         ("setenergy 8050", b"15 OK Energy setting: 8050 eV\x18"),
         ("setenergy", b"15 OK Energy setting: 12000 eV\x18"),
+        (
+            "setthreshold",
+            b"15 OK  Settings: mid gain; threshold: 6000 eV; vcmp: 0.654 V\n Trim file:\n  (nil)\x18",
+        ),
+        ("setthreshold 7000", b"15 OK /tmp/setthreshold.cmd\x18"),
         ("foo", b"1 ERR *** Unrecognized command: foo\x18"),
     ],
 )
@@ -56,21 +60,18 @@ def test_a_set_value_reads_back_and_imgpath_answers_with_code_10(
     assert client.ask("imgpath") == f"10 OK {imgpath}/"
 
 
-@pytest.mark.parametrize("end", [b"\0", b"\x18", b"\n", b"\r\n"])
-def test_commands_end_with_nul_cancel_or_newline_as_real_clients_send(
-    client: CamserverClient, end: bytes
+def test_a_threshold_set_with_a_gain_reads_back_and_goes_into_the_files(
+    client: CamserverClient, imgpath: Path
 ) -> None:
-    """MAX IV's client ends commands with \\0, LIMA with \\x18, areaDetector with \\n."""
-    assert client.ask("nimages 3", end) == "15 OK N images set to: 3"
-
-
-def test_commands_are_case_insensitive_and_take_unique_abbreviations(
-    client: CamserverClient,
-) -> None:
-    assert client.ask("ni 4") == "15 OK N images set to: 4"
-    assert client.ask("ExpT 0.2") == "15 OK Exposure time set to: 0.2000000 sec."
-    assert client.ask("SetEnergy") == "15 OK Energy setting: 12000 eV"
-    assert client.ask("ex") == "1 ERR *** Unrecognized command: ex"
+    assert client.ask("setthr highG 7000") == "15 OK /tmp/setthreshold.cmd"
+    assert client.ask("setthr").startswith("15 OK  Settings: high gain; threshold: 7000 eV;")
+    configure(client, 0.01, 0.02, 1)
+    client.ask("exposure thr.cbf")
+    client.reply()
+    header = fabio.open(str(imgpath / "thr.cbf")).header["_array_data.header_contents"]
+    assert "# Threshold_setting: 7000 eV" in header
+    client.ask("setenergy 10000")
+    assert client.ask("setthr").startswith("15 OK  Settings: high gain; threshold: 5000 eV;")
 
 
 @pytest.mark.parametrize(
@@ -80,6 +81,9 @@ def test_commands_are_case_insensitive_and_take_unique_abbreviations(
         ("exptime abc", "15 ERR ERROR: exptime takes a number, not 'abc'"),
         ("nimages 0", "15 ERR ERROR: nimages must be 1 to 999999, not 0"),
         ("setenergy 100", "15 ERR ERROR: energy 100 eV outside the calibrated range 2000-40000 eV"),
+        ("setthreshold low 5000", "15 ERR ERROR: unknown gain setting: low 5000"),
+        ("setthreshold x", "15 ERR ERROR: setthreshold takes [gain] eV, not 'x'"),
+        ("setthreshold -1", "15 ERR ERROR: threshold must be >= 0 eV, not -1"),
         ("imgpath /no/such/dir", "10 ERR ERROR: /no/such/dir: no such directory"),
         ("exposure", "15 ERR ERROR: exposure needs an image file name, e.g. exposure scan.cbf"),
         ("exposure a.tif", "15 ERR ERROR: this camserver writes CBF only: name the file a.tif.cbf"),
@@ -122,33 +126,6 @@ def test_frames_are_written_at_the_exposure_period(client: CamserverClient) -> N
     client.ask("exposure paced.cbf")
     assert client.reply().startswith("7 OK")
     assert time.monotonic() - begun >= 4 * 0.05 + 0.01
-
-
-@pytest.mark.parametrize(
-    ("given", "count", "first", "second"),
-    [
-        ("test6.cbf", 2, "test6_00000.cbf", "test6_00001.cbf"),
-        ("test6_.cbf", 2, "test6_00000.cbf", "test6_00001.cbf"),
-        ("test6_014.cbf", 2, "test6_014.cbf", "test6_015.cbf"),
-        ("test6_0008.cbf", 2, "test6_0008.cbf", "test6_0009.cbf"),
-        ("test6_998.cbf", 1000, "test6_00998.cbf", "test6_00999.cbf"),
-        ("a_12.cbf", 2, "a_12_00000.cbf", "a_12_00001.cbf"),
-        ("single.cbf", 1, "single.cbf", None),
-    ],
-)
-def test_file_names_follow_camservers_rule_in_simulator_and_streamer(
-    given: str, count: int, first: str, second: str | None
-) -> None:
-    """The rule as areaDetector's Pilatus documentation gives it; nimages 1 keeps the name."""
-    sim = series_names(given, count)
-    streamer = CamserverNames.of(given, count)
-    assert sim.name(0) == streamer.name(0) == first
-    assert streamer.frame_of(first) == 0
-    if second is not None:
-        assert sim.name(1) == streamer.name(1) == second
-        assert streamer.frame_of(second) == 1
-    assert streamer.frame_of(f".{first}.tmp") is None
-    assert streamer.frame_of("other_00000.cbf") is None
 
 
 def test_a_single_image_keeps_the_given_name(client: CamserverClient, imgpath: Path) -> None:
@@ -221,6 +198,7 @@ def test_settings_are_refused_while_an_exposure_runs(client: CamserverClient) ->
     configure(client, 0.01, 0.05, 1000)
     client.ask("exposure busy.cbf")
     assert client.ask("nimages 5").startswith("15 ERR ERROR: nimages cannot change while")
+    assert client.ask("setthreshold 5000").startswith("15 ERR ERROR: setthreshold cannot change")
     assert client.ask("exposure again.cbf").startswith("15 ERR ERROR: an exposure is already")
     assert client.ask("nimages") == "15 OK N images set to: 1000"
     client.ask("k")

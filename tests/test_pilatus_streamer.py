@@ -11,18 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from protocols import cbf
 from sim.frames import synthetic_frame
-from sim.pilatus import CamserverSimulator, RamDisk, cbf
+from sim.pilatus import CamserverSimulator, RamDisk
 from streamers import pilatus as pilatus_cli
 from streamers.pilatus import PilatusStreamer
-from streamers.pilatus_stream import (
-    CbfError,
-    CbfIncomplete,
-    ImageStreamer,
-    SeriesDone,
-    SeriesStart,
-    read_cbf_info,
-)
+from streamers.pilatus_stream import ImageStreamer, SeriesDone, SeriesStart
 from tests.helpers import wait_until
 from tests.pilatus_support import (
     SHAPE,
@@ -201,22 +195,6 @@ def test_a_file_that_is_no_pilatus_cbf_is_reported_and_skipped(
     finally:
         stream.close()
         images.close()
-
-
-def test_read_cbf_info_tells_complete_from_incomplete_and_foreign_files() -> None:
-    whole = cbf_file(3, "x.cbf")
-    info = read_cbf_info(whole)
-    assert info.shape == SHAPE
-    assert info.exposure_time == 0.5
-    start = whole.index(b"\x0c\x1a\x04\xd5") + 4
-    with pytest.raises(CbfIncomplete, match="pixel data so far"):
-        read_cbf_info(whole[: start + 10])
-    with pytest.raises(CbfIncomplete, match="closing boundary"):
-        read_cbf_info(whole[: len(whole) - 20])
-    with pytest.raises(CbfIncomplete):
-        read_cbf_info(whole[:100])
-    with pytest.raises(CbfError, match="not signed 32-bit"):
-        read_cbf_info(whole.replace(b'"signed 32-bit integer"', b'"unsigned 16-bit integer"'))
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """The Pilatus3 backend: camserver's TCP protocol, spoken to the DCU's ``pilatus-streamer``.
 
 The streamer (:mod:`streamers.pilatus`) runs on the DCU beside camserver,
-streams the CBF files as STINS and proxies camserver's protocol, so this
-backend runs wherever the Tango device does. Properties: ``DetectorAddress``
-is the streamer's proxy ``host:port`` (its ``--listen``), ``StreamAddress``
-the streamer's STINS stream (its ``--stream``, as the receiver reaches it).
+streams the CBF files as STINS and proxies camserver's protocol
+(:mod:`protocols.camserver`), so this backend runs wherever the Tango device
+does. Properties: ``DetectorAddress`` is the streamer's proxy ``host:port``
+(its ``--listen``), ``StreamAddress`` the streamer's STINS stream (its
+``--stream``, as the receiver reaches it).
 
 Arm sends ``exptime``, ``expperiod``, ``nimages`` (nTriggers x
 nFramesPerTrigger), ``streamer_filename`` (the receiver's file) and then the
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import re
 import socket
 import threading
 from collections.abc import Mapping
@@ -30,19 +30,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devices.backend import Backend, BackendError, BackendState, parse_options
 from devices.settings import AcquisitionSettings, TriggerMode
+from protocols import camserver
+from protocols.camserver import READOUT_S, Reply
 
 logger = logging.getLogger(__name__)
 
 MODE_COMMANDS = {
-    TriggerMode.INTERNAL: "exposure",
-    TriggerMode.EXTERNAL: "exttrigger",
-    TriggerMode.EXTERNAL_MULTI: "extmtrigger",
-    TriggerMode.GATE: "extenable",
+    TriggerMode.INTERNAL: camserver.EXPOSURE,
+    TriggerMode.EXTERNAL: camserver.EXTTRIGGER,
+    TriggerMode.EXTERNAL_MULTI: camserver.EXTMTRIGGER,
+    TriggerMode.GATE: camserver.EXTENABLE,
 }
-READOUT_S = 0.00095
-"""Pilatus3 readout time: within a burst, frames are at least exposure + readout apart."""
-REPLY = re.compile(r"(\d+) (OK|ERR)\b ?(.*)", re.DOTALL)
-REPLY_END = b"\x18"
 CONNECT_TIMEOUT_S = 3.0
 REPLY_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 15.0
@@ -75,7 +73,7 @@ def _reason(detail: str) -> str:
     """A ``7 ERR``/``15 ERR`` text as the user should read it, saying who refused."""
     if detail.startswith("streamer: "):
         return f"pilatus-streamer: {detail.removeprefix('streamer: ')}"
-    return f"camserver: {detail.removeprefix('ERROR: ')}"
+    return f"camserver: {detail.removeprefix(camserver.ERROR_PREFIX)}"
 
 
 class PilatusBackend(Backend):
@@ -150,14 +148,14 @@ class PilatusBackend(Backend):
     @staticmethod
     def _period(settings: AcquisitionSettings, command: str, nimages: int) -> float:
         """The exposure period to send; BackendError where the settings cannot work."""
-        if command == "extmtrigger" and settings.frames_per_trigger != 1:
+        if command == camserver.EXTMTRIGGER and settings.frames_per_trigger != 1:
             raise BackendError(
                 "a Pilatus takes one frame per trigger in EXTERNAL_MULTI: set nFramesPerTrigger "
                 "to 1 and nTriggers to the number of triggers (or use EXTERNAL: one trigger, "
                 "all frames)"
             )
         shortest = settings.exposure_time + READOUT_S
-        if nimages > 1 and command in ("exposure", "exttrigger") and settings.frame_time < shortest:
+        if camserver.is_burst(command, nimages) and settings.frame_time < shortest:
             raise BackendError(
                 f"FrameTime {settings.frame_time:g} s is too short: a Pilatus3 needs "
                 f"ExposureTime ({settings.exposure_time:g} s) plus its {READOUT_S * 1e3:.2f} ms "
@@ -238,7 +236,7 @@ class PilatusBackend(Backend):
         reader may already have marked the socket lost when the reason is read.
         """
         with contextlib.suppress(OSError):
-            sock.sendall(b"streamer_status\0")
+            sock.sendall(b"streamer_status" + camserver.SEND_END)
         try:
             reply = self._replies.get(timeout=REPLY_TIMEOUT_S)
         except queue.Empty:
@@ -275,25 +273,25 @@ class PilatusBackend(Backend):
                 data = b""
             if not data:
                 break
-            *replies, pending = (pending + data).split(REPLY_END)
-            for raw in replies:
-                text = raw.decode("ascii", "replace")
-                if text.startswith("7 "):
-                    self._series_over(text)
+            replies, pending = camserver.read_replies(pending + data)
+            for text in replies:
+                reply = camserver.parse_reply(text)
+                if reply is not None and reply.code == camserver.CODE_SERIES_END:
+                    self._series_over(reply)
                 else:
                     inbox.put(text)
         inbox.put(_LOST)
         self._lost(sock)
 
-    def _series_over(self, text: str) -> None:
+    def _series_over(self, reply: Reply) -> None:
         with self._condition:
             self._ended += 1
-            if text.startswith("7 OK"):
+            if reply.ok:
                 if self._state is BackendState.ARMED:
                     self._state = BackendState.IDLE
-                logger.info("pilatus: series done (%s)", text[5:])
+                logger.info("pilatus: series done (%s)", reply.text)
             else:
-                self._fail_locked(f"the series failed: {_reason(text[6:].strip())}")
+                self._fail_locked(f"the series failed: {_reason(reply.text.strip())}")
             self._condition.notify_all()
 
     def _lost(self, sock: socket.socket) -> None:
@@ -323,7 +321,7 @@ class PilatusBackend(Backend):
                 break
             logger.warning("pilatus: unexpected reply %r before %r", stale, command)
         try:
-            sock.sendall(command.encode("ascii") + b"\0")
+            sock.sendall(command.encode("ascii") + camserver.SEND_END)
         except OSError as exc:
             raise BackendError(
                 f"lost the connection to the pilatus-streamer at {self._where}: "
@@ -351,11 +349,11 @@ class PilatusBackend(Backend):
 
     @staticmethod
     def _raise_unless_ok(command: str, reply: str) -> None:
-        parsed = REPLY.fullmatch(reply)
+        parsed = camserver.parse_reply(reply)
         if parsed is None:
             raise BackendError(f"unexpected answer to {command!r}: {reply!r}")
-        if parsed[2] != "OK":
-            raise BackendError(f"{command!r} refused by {_reason(parsed[3])}")
+        if not parsed.ok:
+            raise BackendError(f"{command!r} refused by {_reason(parsed.text)}")
 
     def _fail(self, reason: str) -> None:
         with self._condition:

@@ -3,23 +3,13 @@
 ``python -m sim.pilatus --help`` runs one as a process on 127.0.0.1.
 """
 
-from sim.pilatus.camserver import (
-    PILATUS3_2M_SHAPE,
-    READOUT_S,
-    CamserverError,
-    CamserverSimulator,
-    SeriesNames,
-    series_names,
-)
+from sim.pilatus.camserver import PILATUS3_2M_SHAPE, CamserverError, CamserverSimulator
 from sim.pilatus.ramdisk import RamDisk, RamDiskFull
 
 __all__ = [
     "PILATUS3_2M_SHAPE",
-    "READOUT_S",
     "CamserverError",
     "CamserverSimulator",
     "RamDisk",
     "RamDiskFull",
-    "SeriesNames",
-    "series_names",
 ]

@@ -1,40 +1,19 @@
 """A simulated Pilatus3 camserver: its TCP command protocol and the CBF files it writes.
 
-The protocol follows PROTOCOLS.md ("Pilatus camserver (TCP)") to the
-character, and what real clients expect of it (MAX IV's Pilatus client
-regexes, LIMA's Pilatus plugin and the areaDetector driver, which between
-them terminate commands with ``\\0``, ``\\x18`` or ``\\n``: all three are
-accepted; ``\\r`` is ignored). Every reply ends in ``\\x18``:
-
-====================  =========================================================
-command               reply
-====================  =========================================================
-``exptime [s]``       ``15 OK Exposure time set to: 0.1000000 sec.``
-``expperiod [s]``     ``15 OK Exposure period set to: 0.1000000 sec``
-``nimages [n]``       ``15 OK N images set to: 10``
-``nexpframe [n]``     ``15 OK Exposures per frame set to: 1`` (text not verified)
-``delay [s]``         ``15 OK Delay time set to: 0.0000000 sec.`` (text not verified)
-``setenergy [eV]``    ``15 OK Energy setting: 12000 eV``
-``imgpath [dir]``     ``10 OK /ramdisk/images/``
-``exposure <file>``   ``15 OK  Starting 0.1000000 second background: 2024-Jun-01T12:00:00.000``,
-                      later ``7 OK /ramdisk/images/<last file>`` (or ``7 ERR <why>``)
-``exttrigger``,       the same; the series waits for the trigger input (one trigger for
-``extmtrigger``,      all frames, one per frame, or one gate per frame)
-``extenable <file>``
-``k``, ``camcmd k``   ``13 ERR kill`` (LIMA's capture of a real camserver), then the
-                      series' ``7 OK <last file>``
-unknown               ``1 ERR *** Unrecognized command: <word>``
-refused setting       ``15 ERR ERROR: <reason>`` (``10 ERR ...`` for imgpath)
-====================  =========================================================
-
-A setting without a value reads it back. Command words are case-insensitive
-and may be abbreviated to any unique prefix (``expt``, ``ni``), as camserver
-allows. One image file per frame, named by camserver's rule (see
-:func:`series_names`), written at the exposure period into ``imgpath`` by a
-:class:`~sim.pilatus.ramdisk.RamDisk`; pixels are
+It answers camserver's dialogue as :mod:`protocols.camserver` defines it
+(commands, abbreviations, reply texts to the character; docs/pilatus.md says
+which texts real clients confirm) and writes the files :mod:`protocols.cbf`
+encodes: one per frame, named by camserver's rule
+(:class:`~protocols.camserver.SeriesNames`), written at the exposure period
+into ``imgpath`` by a :class:`~sim.pilatus.ramdisk.RamDisk`. Pixels are
 :func:`sim.frames.synthetic_frame` of the frame's index in the series, so a
 test can check every file. External triggers and gates arrive on a ZeroMQ
 :class:`~sim.trigger_input.TriggerInput`, as for the generic simulated detector.
+
+What a real camserver was not seen to answer is this simulator's choice: the
+refusals' reasons, the replies while a series runs (settings refused), ``7 ERR``
+texts (RAM disk full), ``13 ERR kill`` when nothing runs. ``setenergy`` sets
+the threshold to half the energy, as a Pilatus3 does.
 """
 
 from __future__ import annotations
@@ -43,7 +22,6 @@ import contextlib
 import logging
 import math
 import queue
-import re
 import socket
 import threading
 import time
@@ -54,33 +32,41 @@ from pathlib import Path
 
 import zmq
 
+from protocols import cbf
+from protocols.camserver import (
+    ACQUISITIONS,
+    CODE_COMMAND,
+    CODE_IMGPATH,
+    CODE_KILL,
+    CODE_SERIES_END,
+    EXPOSURE,
+    EXTMTRIGGER,
+    EXTTRIGGER,
+    GAINS,
+    READOUT_S,
+    THRESHOLD_SET,
+    SeriesNames,
+    encode_reply,
+    format_reply,
+    is_burst,
+    read_commands,
+    refusal,
+    resolve_command,
+    setting_reply,
+    split_command,
+    starting_reply,
+    threshold_reply,
+    unrecognized,
+)
 from sim.frames import synthetic_frame
-from sim.pilatus import cbf
 from sim.pilatus.ramdisk import RamDisk, RamDiskFull
 from sim.trigger_input import TriggerInput
 
 logger = logging.getLogger(__name__)
 
 PILATUS3_2M_SHAPE = (1679, 1475)
-READOUT_S = 0.00095
-"""Pilatus3 readout time: the exposure period must exceed the exposure time by this."""
 ENERGY_RANGE_EV = (2_000.0, 40_000.0)
 MAX_IMAGES = 999_999
-REPLY_END = b"\x18"
-COMMAND_END = re.compile(rb"[\x00\x18\n]")
-ACQUISITIONS = ("exposure", "exttrigger", "extmtrigger", "extenable")
-COMMANDS = (
-    "exptime",
-    "expperiod",
-    "nimages",
-    "nexpframe",
-    "delay",
-    "setenergy",
-    "imgpath",
-    *ACQUISITIONS,
-    "k",
-    "camcmd",
-)
 WAIT_S = 0.1
 
 
@@ -90,7 +76,7 @@ class CamserverError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """camserver's settings, as its commands set and read them."""
+    """camserver's settings, as its commands set and read them (``gain`` as read back)."""
 
     exptime: float = 1.0
     expperiod: float = 1.05
@@ -98,61 +84,12 @@ class Settings:
     nexpframe: int = 1
     delay: float = 0.0
     energy: float = 12_000.0
+    threshold: float = 6_000.0
+    gain: str = "mid"
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesNames:
-    """The file names of one series, by camserver's rule (areaDetector's Pilatus doc).
-
-    One image: the name as given. Several: the digits after the last ``_``
-    (at least 3) give the first number and the width (5 when fewer than 3,
-    or too few for the count); otherwise ``_`` is appended and numbering
-    starts at 0 with 5 digits: ``test6.cbf`` -> ``test6_00000.cbf``,
-    ``test6_014.cbf`` -> ``test6_014.cbf``, ``test6_015.cbf``, ...
-    """
-
-    given: str
-    count: int
-    prefix: str
-    start: int
-    width: int
-    extension: str
-
-    def name(self, index: int) -> str:
-        if self.count == 1:
-            return self.given
-        return f"{self.prefix}{self.start + index:0{self.width}d}{self.extension}"
-
-
-def series_names(given: str, count: int) -> SeriesNames:
-    """How camserver names the ``count`` files of a series started with file name ``given``."""
-    stem, dot, extension = given.rpartition(".")
-    if not dot or "/" in extension or len(extension) > 4:
-        stem, extension = given, ""
-    else:
-        extension = "." + extension
-    head, _, last = stem.rpartition("_")
-    digits = re.match(r"\d*", last)[0] if _ else ""
-    if len(digits) >= 3 and digits == last:
-        width = len(digits)
-        if width < 3 or (width == 3 and count > 999) or (width == 4 and count > 9999):
-            width = 5
-        return SeriesNames(given, count, head + "_", int(digits), width, extension)
-    prefix = stem if stem.endswith("_") else stem + "_"
-    return SeriesNames(given, count, prefix, 0, 5, extension)
-
-
-def resolve_command(word: str) -> str | None:
-    """The command ``word`` names: exact, or a unique prefix (case-insensitive)."""
-    word = word.lower()
-    if word in COMMANDS:
-        return word
-    matches = [name for name in COMMANDS if name.startswith(word)]
-    return matches[0] if len(matches) == 1 else None
-
-
-def _timestamp(when: datetime) -> str:
-    return when.strftime("%Y-%b-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}"
+def _busy(command: str) -> str:
+    return f"{command} cannot change while an exposure runs (wait for its 7 reply or send k)"
 
 
 class _Connection:
@@ -166,7 +103,7 @@ class _Connection:
     def reply(self, text: str) -> None:
         with self._lock:
             try:
-                self.sock.sendall(text.encode("ascii", "replace") + REPLY_END)
+                self.sock.sendall(encode_reply(text))
             except OSError:
                 logger.info("camserver: client %s gone; reply %r dropped", self.peer, text)
 
@@ -317,11 +254,9 @@ class CamserverSimulator:
                     break
                 if not data:
                     break
-                pending += data
-                *commands, pending = COMMAND_END.split(pending)
-                for raw in commands:
-                    line = raw.decode("ascii", "replace").replace("\r", "").strip()
-                    reply = self.execute(line, client) if line else None
+                lines, pending = read_commands(pending + data)
+                for line, _ in lines:
+                    reply = self.execute(line, client)
                     if reply is not None:
                         client.reply(reply)
         finally:
@@ -335,43 +270,60 @@ class CamserverSimulator:
     def execute(self, line: str, client: _Connection) -> str | None:
         """The reply to one command line (without its terminator); None when already sent."""
         self.received.append(line)
-        word, _, argument = line.partition(" ")
-        argument = argument.strip()
+        word, argument = split_command(line)
         command = resolve_command(word)
         if command is None:
-            return f"1 ERR *** Unrecognized command: {word}"
+            return unrecognized(word)
         if command in ACQUISITIONS:
             return self._start(command, argument, client)
         if command in ("k", "camcmd"):
             if command == "camcmd" and argument.lower() != "k":
-                return f"1 ERR *** Unrecognized command: camcmd {argument}"
+                return unrecognized(f"camcmd {argument}")
             self._kill(client)
             return None
         if command == "imgpath":
             return self._imgpath_command(argument)
+        if command == "setthreshold":
+            return self._threshold(argument)
         return self._setting(command, argument)
 
     def _setting(self, command: str, argument: str) -> str:
         if argument:
             if self._series is not None:
-                return (
-                    f"15 ERR ERROR: {command} cannot change while an exposure runs "
-                    "(wait for its 7 reply or send k)"
-                )
+                return refusal(CODE_COMMAND, _busy(command))
             try:
                 self._settings = self._changed(command, argument)
             except ValueError as exc:
-                return f"15 ERR ERROR: {exc}"
+                return refusal(CODE_COMMAND, str(exc))
         s = self._settings
-        texts = {
-            "exptime": f"Exposure time set to: {s.exptime:.7f} sec.",
-            "expperiod": f"Exposure period set to: {s.expperiod:.7f} sec",
-            "nimages": f"N images set to: {s.nimages}",
-            "nexpframe": f"Exposures per frame set to: {s.nexpframe}",
-            "delay": f"Delay time set to: {s.delay:.7f} sec.",
-            "setenergy": f"Energy setting: {s.energy:.0f} eV",
+        values = {
+            "exptime": s.exptime,
+            "expperiod": s.expperiod,
+            "nimages": s.nimages,
+            "nexpframe": s.nexpframe,
+            "delay": s.delay,
+            "setenergy": s.energy,
         }
-        return f"15 OK {texts[command]}"
+        return setting_reply(command, values[command])
+
+    def _threshold(self, argument: str) -> str:
+        """``setthreshold [gain] eV`` sets the threshold; bare, it reads it back."""
+        if not argument:
+            return threshold_reply(self._settings.gain, self._settings.threshold)
+        if self._series is not None:
+            return refusal(CODE_COMMAND, _busy("setthreshold"))
+        *gain_word, value = argument.split()
+        gain = GAINS.get(gain_word[0].lower()) if gain_word else self._settings.gain
+        if gain is None or len(gain_word) > 1:
+            return refusal(CODE_COMMAND, f"unknown gain setting: {argument}")
+        try:
+            threshold = float(value)
+        except ValueError:
+            return refusal(CODE_COMMAND, f"setthreshold takes [gain] eV, not {argument!r}")
+        if not (math.isfinite(threshold) and threshold >= 0):
+            return refusal(CODE_COMMAND, f"threshold must be >= 0 eV, not {value}")
+        self._settings = replace(self._settings, gain=gain, threshold=threshold)
+        return format_reply(CODE_COMMAND, True, THRESHOLD_SET)
 
     def _changed(self, command: str, argument: str) -> Settings:
         s = self._settings
@@ -382,7 +334,9 @@ class CamserverSimulator:
                 raise ValueError(f"{command} takes a whole number, not {argument!r}") from None
             if not 1 <= count <= MAX_IMAGES:
                 raise ValueError(f"{command} must be 1 to {MAX_IMAGES}, not {count}")
-            return replace(s, **{command: count})
+            return (
+                replace(s, nimages=count) if command == "nimages" else replace(s, nexpframe=count)
+            )
         try:
             value = float(argument)
         except ValueError:
@@ -395,56 +349,57 @@ class CamserverSimulator:
                 raise ValueError(
                     f"energy {value:.0f} eV outside the calibrated range {low:.0f}-{high:.0f} eV"
                 )
-            return replace(s, energy=value)
+            return replace(s, energy=value, threshold=value / 2)
         if command == "delay":
             if value < 0:
                 raise ValueError(f"delay must be >= 0 s, not {value:g}")
             return replace(s, delay=value)
         if value <= 0:
             raise ValueError(f"{command} must be > 0 s, not {value:g}")
-        return replace(s, **{command: value})
+        return replace(s, exptime=value) if command == "exptime" else replace(s, expperiod=value)
 
     def _imgpath_command(self, argument: str) -> str:
         if argument:
             if self._series is not None:
-                return "10 ERR ERROR: imgpath cannot change while an exposure runs"
+                return refusal(CODE_IMGPATH, "imgpath cannot change while an exposure runs")
             directory = Path(argument)
             if not directory.is_dir():
-                return f"10 ERR ERROR: {argument}: no such directory"
+                return refusal(CODE_IMGPATH, f"{argument}: no such directory")
             self._imgpath = directory
-        return f"10 OK {str(self._imgpath).rstrip('/')}/"
+        return format_reply(CODE_IMGPATH, True, f"{str(self._imgpath).rstrip('/')}/")
 
     def _start(self, command: str, argument: str, client: _Connection) -> str | None:
         """Refuse with the reason, or reply ``15 OK  Starting`` and start the series thread."""
         with self._lock:
             if self._series is not None:
-                return (
-                    "15 ERR ERROR: an exposure is already running (wait for its 7 reply or send k)"
+                return refusal(
+                    CODE_COMMAND, "an exposure is already running (wait for its 7 reply or send k)"
                 )
             if not argument:
-                return f"15 ERR ERROR: {command} needs an image file name, e.g. {command} scan.cbf"
+                return refusal(
+                    CODE_COMMAND, f"{command} needs an image file name, e.g. {command} scan.cbf"
+                )
             if not argument.lower().endswith(".cbf"):
-                return f"15 ERR ERROR: this camserver writes CBF only: name the file {argument}.cbf"
+                return refusal(
+                    CODE_COMMAND, f"this camserver writes CBF only: name the file {argument}.cbf"
+                )
             path = Path(argument) if argument.startswith("/") else self._imgpath / argument
             if not path.parent.is_dir():
-                return f"15 ERR ERROR: {path.parent}: no such directory"
+                return refusal(CODE_COMMAND, f"{path.parent}: no such directory")
             s = self._settings
-            if (
-                s.nimages > 1
-                and command in ("exposure", "exttrigger")
-                and s.expperiod < s.exptime + READOUT_S - 1e-12
-            ):
-                return (
-                    f"15 ERR ERROR: exposure period {s.expperiod:.7f} s is shorter than the "
-                    f"exposure time {s.exptime:.7f} s plus the {READOUT_S * 1e3:.2f} ms readout"
+            if is_burst(command, s.nimages) and s.expperiod < s.exptime + READOUT_S - 1e-12:
+                return refusal(
+                    CODE_COMMAND,
+                    f"exposure period {s.expperiod:.7f} s is shorter than the exposure time "
+                    f"{s.exptime:.7f} s plus the {READOUT_S * 1e3:.2f} ms readout",
                 )
             try:
                 self.ramdisk.check_room(path.parent, self._frame_bytes())
             except RamDiskFull as exc:
-                return f"15 ERR ERROR: {exc}"
+                return refusal(CODE_COMMAND, str(exc))
             series = _Series(
                 command,
-                series_names(path.name, s.nimages),
+                SeriesNames.of(path.name, s.nimages),
                 path.parent,
                 s,
                 client,
@@ -452,12 +407,10 @@ class CamserverSimulator:
                 queue.Queue(),
             )
             if self._closing.is_set():
-                return "15 ERR ERROR: camserver is shutting down"
+                return refusal(CODE_COMMAND, "camserver is shutting down")
             self._series = series
             self.series_started += 1
-        client.reply(
-            f"15 OK  Starting {s.exptime:.7f} second background: {_timestamp(datetime.now())}"
-        )
+        client.reply(starting_reply(s.exptime, datetime.now()))
         series.thread = threading.Thread(target=self._run, args=(series,), name="camserver-series")
         series.thread.start()
         return None
@@ -468,14 +421,14 @@ class CamserverSimulator:
 
     def _kill(self, client: _Connection) -> None:
         """``13 ERR kill`` first, then the series ends and sends its ``7`` reply."""
-        client.reply("13 ERR kill")
+        client.reply(format_reply(CODE_KILL, False, "kill"))
         series = self._series
         if series is not None:
             series.kill.set()
 
     def _pulse(self, width: float) -> None:
         series = self._series
-        if series is not None and series.command != "exposure":
+        if series is not None and series.command != EXPOSURE:
             series.triggers.put(width)
         else:
             self.triggers_ignored += 1
@@ -491,24 +444,24 @@ class CamserverSimulator:
         except _Stopped:
             logger.info("camserver: series killed after %s", series.last_file)
         except OSError as exc:
-            reply = f"7 ERR ERROR: {exc}"
+            reply = refusal(CODE_SERIES_END, str(exc))
             logger.warning("camserver: series failed: %s", exc)
         with self._lock:
             self._series = None
         if not reply:
             last = series.last_file or series.directory / series.names.name(0)
-            reply = f"7 OK {last}"
+            reply = format_reply(CODE_SERIES_END, True, str(last))
         if not self._closing.is_set():
             series.client.reply(reply)
 
     def _frames(self, series: _Series) -> None:
         s = series.settings
-        if series.command == "exposure":
+        if series.command == EXPOSURE:
             self._burst(series, time.monotonic())
-        elif series.command == "exttrigger":
+        elif series.command == EXTTRIGGER:
             self._wait_trigger(series)
             self._burst(series, time.monotonic() + s.delay)
-        elif series.command == "extmtrigger":
+        elif series.command == EXTMTRIGGER:
             for index in range(s.nimages):
                 self._wait_trigger(series)
                 self._sleep(series, s.delay + s.exptime)
@@ -545,7 +498,7 @@ class CamserverSimulator:
             detector=self.detector,
             exposure_time=exposure_time,
             exposure_period=series.settings.expperiod,
-            energy_ev=series.settings.energy,
+            threshold_ev=series.settings.threshold,
             image_path=str(series.directory),
         )
         pixels = synthetic_frame(index, self.shape, "int32")
