@@ -1,4 +1,4 @@
-"""The closed loop between a detector backend and its receiver (paper section 3.3).
+"""The closed loop between a detector backend and its receiver.
 
 RUNNING means "the receiver has the file open for this series"; ON means "the
 receiver has closed it"; FAULT carries the reason. A client that polls State
@@ -18,8 +18,9 @@ from enum import StrEnum
 from typing import NoReturn
 
 from devices.backend import Backend, BackendError, BackendState
-from devices.receiver_link import ReceiverLink, ReceiverStatus, ReceiverUnreachable
-from devices.settings import AcquisitionSettings, SettingsError
+from devices.receiver_link import ReceiverLink, ReceiverUnreachable
+from devices.settings import AcquisitionSettings
+from receiver.status import ReceiverStatus, State
 
 logger = logging.getLogger(__name__)
 
@@ -86,15 +87,15 @@ class Acquisition:
         return self._expected
 
     def arm(self, settings: AcquisitionSettings) -> None:
-        """Arm and return once the receiver has the file open (RUNNING), or raise with why not."""
+        """Arm and return once the receiver has the file open (RUNNING), or raise with why not.
+
+        ``settings`` were validated when they were built; what is left to check
+        here is what the backend can do.
+        """
         with self._lock:
             if self._state is LoopState.RUNNING:
                 raise AcquisitionError("already RUNNING: call Stop (or wait for ON) before Arm")
             self._join_watcher()
-            try:
-                settings.validate()
-            except SettingsError as exc:
-                raise AcquisitionError(str(exc)) from None
             if settings.trigger_mode not in self.backend.trigger_modes:
                 modes = ", ".join(m.name for m in sorted(self.backend.trigger_modes))
                 raise AcquisitionError(
@@ -102,7 +103,7 @@ class Acquisition:
                     f"{settings.trigger_mode.name}; it supports {modes}"
                 )
             before = self._receiver_status_or_fault("at Arm")
-            if before.state == "error":
+            if before.state is State.ERROR:
                 self.receiver.reset()
             try:
                 self.backend.arm(settings)
@@ -156,7 +157,7 @@ class Acquisition:
         while True:
             status = self._receiver_status_or_fault("after Arm")
             if status.series_count >= self._series:
-                if status.state == "error":
+                if status.state is State.ERROR:
                     self.backend.stop()
                     self._fault(f"the receiver refused the series: {status.error}")
                 return
@@ -187,7 +188,7 @@ class Acquisition:
             if status.series_count > self._series:
                 self.backend.stop()
                 self._fault("another series was started on the receiver while this one ran")
-            if status.state == "error":
+            if status.state is State.ERROR:
                 self.backend.stop()
                 self._fault(f"receiver error: {status.error}")
             if self.backend.state is BackendState.ERROR:
@@ -201,9 +202,9 @@ class Acquisition:
         return self._state
 
     def _finish(self, status: ReceiverStatus) -> None:
-        if not status.last_series_ok:
+        if status.last_series is None or not status.last_series.ok:
             self._fault(f"receiver error: {status.error or 'the series ended badly'}")
-        where = f" into {status.path}" if status.path else " (not saved)"
+        where = f" into {status.filename}" if status.filename else " (not saved)"
         self._set(
             LoopState.ON,
             f"ready; last series: {status.frames_received} of {self._expected} frames{where}",

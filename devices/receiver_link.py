@@ -1,61 +1,37 @@
 """How the device watches its receiver: in its own process, or another over HTTP.
 
-The closed loop needs only a few facts from the receiver (state, reason,
-which series it is on, frames received and written, whether the last series
-ended well), so both links reduce the receiver's status to one
-:class:`ReceiverStatus`; the device never knows which kind it holds.
+Both links answer the receiver's own typed status (:class:`ReceiverStatus`,
+the model its ``/status`` serves), so the device never knows which kind it
+holds: the embedded link hands the receiver's object over, the remote one
+parses the HTTP answer with the same model, so an answer that does not fit is
+an error naming the receiver and the field, never a default read in its place.
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import requests
+from pydantic import ValidationError
 
 from receiver import liveview
 from receiver.api import ApiServer, create_app
 from receiver.config import ConfigError, ReceiverConfig, load
 from receiver.receiver import Receiver
+from receiver.status import ReceiverStatus
 
 HTTP_TIMEOUT_S = 2.0
+PROBLEMS_SHOWN = 3
 
 
 class ReceiverUnreachable(RuntimeError):
-    """The receiver did not answer; the text says where it was looked for."""
+    """No usable answer from the receiver: none, an HTTP error, or a status that does not fit.
 
-
-@dataclass(frozen=True, slots=True)
-class ReceiverStatus:
-    """The receiver's state as the closed loop reads it."""
-
-    state: str
-    error: str
-    series_count: int
-    series_open: bool
-    path: str
-    frames_received: int
-    frames_written: int
-    last_series_ok: bool | None
-
-    @classmethod
-    def from_status(cls, status: dict[str, Any]) -> ReceiverStatus:
-        """From the ``/status`` document, which both links share."""
-        series = status["series"]
-        last = status.get("last_series")
-        return cls(
-            state=status["state"],
-            error=status.get("error", ""),
-            series_count=status["series_count"],
-            series_open=status["series_open"],
-            path=series.get("path") or series.get("filename", ""),
-            frames_received=status.get("frames_received", 0),
-            frames_written=series.get("frames_written", 0),
-            last_series_ok=None if last is None else bool(last.get("ok")),
-        )
+    The text says which receiver and what was wrong.
+    """
 
 
 class ReceiverLink(ABC):
@@ -65,7 +41,7 @@ class ReceiverLink(ABC):
 
     @abstractmethod
     def status(self) -> ReceiverStatus:
-        """Raise :class:`ReceiverUnreachable` when the receiver does not answer."""
+        """Raise :class:`ReceiverUnreachable` when the receiver gives no usable answer."""
 
     @abstractmethod
     def reset(self) -> None:
@@ -102,7 +78,7 @@ class EmbeddedReceiver(ReceiverLink):
         return self._api.url if self._api else None
 
     def status(self) -> ReceiverStatus:
-        return ReceiverStatus.from_status(self._receiver.status())
+        return self._receiver.status_model()
 
     def reset(self) -> None:
         self._receiver.reset()
@@ -128,7 +104,23 @@ class RemoteReceiver(ReceiverLink):
         self.description = f"remote receiver {self._url}"
 
     def status(self) -> ReceiverStatus:
-        return ReceiverStatus.from_status(_checked(self._send("GET", "/status")).json())
+        response = _checked(self._send("GET", "/status"))
+        try:
+            document = response.json()
+        except requests.JSONDecodeError:
+            kind = response.headers.get("Content-Type") or "no content type"
+            raise ReceiverUnreachable(
+                f"receiver {self._url} answered GET /status with {kind}, not JSON: "
+                f"{response.text[:200]!r}; is the Receiver property the URL of a "
+                "stream-receiver's HTTP API?"
+            ) from None
+        try:
+            return ReceiverStatus.model_validate(document)
+        except ValidationError as exc:
+            raise ReceiverUnreachable(
+                f"receiver {self._url} answered GET /status with a status this device cannot "
+                f"read ({_problems(exc)}); is it a stream-receiver of the same version?"
+            ) from None
 
     def reset(self) -> None:
         _checked(self._send("POST", "/reset"))
@@ -163,6 +155,17 @@ def _checked(response: requests.Response) -> requests.Response:
             f"receiver {response.url} answered HTTP {response.status_code}: {response.text[:200]}"
         )
     return response
+
+
+def _problems(exc: ValidationError) -> str:
+    """The first few validation errors as ``field.path: message``."""
+    errors = exc.errors(include_url=False)
+    shown = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'the document'}: {error['msg']}"
+        for error in errors[:PROBLEMS_SHOWN]
+    ]
+    more = len(errors) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
 PROPERTY_NAMES = {

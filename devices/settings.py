@@ -1,14 +1,23 @@
 """What a client asks of an acquisition, checked once, before any hardware is touched.
 
-The Tango device stores the attribute values here; a backend receives one
-validated :class:`AcquisitionSettings` at Arm, so every backend sees the same
-rules and the client gets the same error text whatever the hardware.
+A client writes the settings one Tango attribute at a time and may pass
+through combinations that are not a series yet (TriggerMode GATE written
+before nFramesPerTrigger 1), so the device keeps what was written as
+:class:`WrittenSettings` and Arm builds one validated, frozen
+:class:`AcquisitionSettings` from it. Backends receive only that model, so
+every backend sees the same rules and the client gets the same error text,
+naming the attribute to fix, whatever the hardware.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 
 class TriggerMode(IntEnum):
@@ -29,42 +38,114 @@ TRIGGER_MODE_HELP = (
     "GATE: each external gate pulse gives one frame exposed for the gate's width"
 )
 
+CONSISTENCY = "consistency"
+"""The error type of a rule between settings; its message is the client's, as it stands."""
+
 
 class SettingsError(ValueError):
     """A setting the client wrote cannot be used; the text says which and what is allowed."""
 
 
-@dataclass(frozen=True, slots=True)
-class AcquisitionSettings:
-    """One series: ``n_triggers`` triggers of ``frames_per_trigger`` frames each."""
+class AcquisitionSettings(BaseModel):
+    """One series: ``n_triggers`` triggers of ``frames_per_trigger`` frames each.
 
-    exposure_time: float = 0.1
-    frame_time: float = 0.1
-    trigger_mode: TriggerMode = TriggerMode.INTERNAL
-    n_triggers: int = 1
-    frames_per_trigger: int = 1
-    filename: str = ""
+    Each field's title is the Tango attribute a client writes it with, so a
+    refusal names what the client can change.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    exposure_time: float = Field(
+        default=0.1,
+        gt=0,
+        title="ExposureTime",
+        description="count time of each frame",
+        json_schema_extra={"unit": "s"},
+    )
+    frame_time: float = Field(
+        default=0.1,
+        gt=0,
+        title="FrameTime",
+        description="period of the frames within a trigger, at least exposure_time",
+        json_schema_extra={"unit": "s"},
+    )
+    trigger_mode: TriggerMode = Field(
+        default=TriggerMode.INTERNAL, title="TriggerMode", description=TRIGGER_MODE_HELP
+    )
+    n_triggers: int = Field(
+        default=1, ge=1, title="nTriggers", description="triggers in the series"
+    )
+    frames_per_trigger: int = Field(
+        default=1, ge=1, title="nFramesPerTrigger", description="frames taken for each trigger"
+    )
+    filename: str = Field(
+        default="",
+        title="DestinationFilename",
+        description="file of the series for the receiver; empty: not saved",
+    )
 
     @property
     def total_frames(self) -> int:
         return self.n_triggers * self.frames_per_trigger
 
-    def validate(self) -> AcquisitionSettings:
-        """Return self, or raise :class:`SettingsError` naming the setting to fix."""
-        if not self.exposure_time > 0:
-            raise SettingsError(f"ExposureTime must be > 0 s, not {self.exposure_time:g}")
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
         if self.frame_time < self.exposure_time:
-            raise SettingsError(
+            raise PydanticCustomError(
+                CONSISTENCY,
                 f"FrameTime ({self.frame_time:g} s) must be at least ExposureTime "
-                f"({self.exposure_time:g} s): the detector cannot expose longer than a frame lasts"
+                f"({self.exposure_time:g} s): the detector cannot expose longer than a frame lasts",
             )
-        if self.n_triggers < 1:
-            raise SettingsError(f"nTriggers must be >= 1, not {self.n_triggers}")
-        if self.frames_per_trigger < 1:
-            raise SettingsError(f"nFramesPerTrigger must be >= 1, not {self.frames_per_trigger}")
         if self.trigger_mode is TriggerMode.GATE and self.frames_per_trigger != 1:
-            raise SettingsError(
+            raise PydanticCustomError(
+                CONSISTENCY,
                 "TriggerMode GATE takes one frame per gate pulse: set nFramesPerTrigger to 1 "
-                "and nTriggers to the number of gates"
+                "and nTriggers to the number of gates",
             )
         return self
+
+
+@dataclass(slots=True)
+class WrittenSettings:
+    """The settings as the client wrote them, not checked together until :meth:`settings`."""
+
+    exposure_time: float
+    frame_time: float
+    trigger_mode: TriggerMode
+    n_triggers: int
+    frames_per_trigger: int
+    filename: str
+
+    @classmethod
+    def defaults(cls) -> WrittenSettings:
+        """What a device starts with: the model's defaults."""
+        return cls(**AcquisitionSettings().model_dump())
+
+    def settings(self) -> AcquisitionSettings:
+        """The validated settings of a series, or :class:`SettingsError` naming what to fix."""
+        try:
+            return AcquisitionSettings.model_validate(dataclasses.asdict(self))
+        except ValidationError as exc:
+            raise SettingsError("; ".join(_refusal(error) for error in exc.errors())) from None
+
+
+BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">=")}
+
+
+def _refusal(error: ErrorDetails) -> str:
+    """One validation error in the client's words: the Tango attribute, the bound, the value."""
+    if error["type"] == CONSISTENCY or not error["loc"]:
+        return error["msg"]
+    field = AcquisitionSettings.model_fields[str(error["loc"][0])]
+    name = field.title or str(error["loc"][0])
+    if error["type"] not in BOUNDS:
+        return f"{name}: {error['msg']}"
+    key, relation = BOUNDS[error["type"]]
+    extra = field.json_schema_extra
+    unit = f" {extra['unit']}" if isinstance(extra, dict) and "unit" in extra else ""
+    bound = error.get("ctx", {})[key]
+    return f"{name} must be {relation} {_number(bound)}{unit}, not {_number(error['input'])}"
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -12,24 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import socket
-import threading
+from collections.abc import Iterator
 from enum import StrEnum
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol
 
-import uvicorn
 from fastapi import Body, FastAPI, Header, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field, StrictInt
 
+from http_service.server import HttpServiceError, ThreadedServer
 from protocols.model import Image
 from receiver import liveview
+from receiver.status import ReceiverStatus, State
 
 logger = logging.getLogger(__name__)
 
-STATES = ("idle", "running", "error")
 METRIC_PREFIX = "receiver_"
 NO_CACHE = {"Cache-Control": "no-store"}
 """The latest frame changes under the same URL: a cached copy would show a stale image."""
@@ -38,8 +40,8 @@ NO_CACHE = {"Cache-Control": "no-store"}
 class ReceiverView(Protocol):
     """What the API may see and change of a running receiver; it must be thread-safe."""
 
-    def status(self) -> dict[str, Any]:
-        """JSON-ready; always has "state": "idle" | "running" | "error"."""
+    def status_model(self) -> ReceiverStatus:
+        """The ``/status`` document."""
         ...
 
     @property
@@ -83,7 +85,7 @@ class DownsampleBody(BaseModel):
     value: StrictInt = Field(ge=1, description="live-view reduction factor, 1 = full frame")
 
 
-class ApiServerError(RuntimeError):
+class ApiServerError(HttpServiceError):
     """The HTTP API could not be started or stopped."""
 
 
@@ -103,27 +105,29 @@ def create_app(view: ReceiverView, legacy_pickle_default: bool = False) -> FastA
 
 
 def _add_status_routes(app: FastAPI, view: ReceiverView) -> None:
-    @app.get("/status")
-    def status() -> dict[str, Any]:
+    @app.get("/status", response_model=ReceiverStatus)
+    def status() -> ReceiverStatus:
         """State (idle, running, error) and what the receiver reports beside it."""
-        return view.status()
+        return view.status_model()
 
     @app.get("/received_frames")
     def received_frames() -> dict[str, int]:
         """Frames received in the current or last series (MAX IV's form)."""
         return {"value": view.received_frames}
 
-    @app.post("/reset")
-    def reset() -> dict[str, Any]:
+    @app.post("/reset", response_model=ReceiverStatus)
+    def reset() -> ReceiverStatus:
         """Leave the error state; answers the new status so the caller sees it worked."""
         view.reset()
-        return view.status()
+        return view.status_model()
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> PlainTextResponse:
-        """Prometheus text exposition, for dashboards and alerts."""
-        text = prometheus_text(view.metrics(), view.status().get("state"))
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReceiverMetrics(view))
+
+    @app.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text exposition (format 0.0.4), for dashboards and alerts."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -151,20 +155,22 @@ def _add_downsample_routes(app: FastAPI, view: ReceiverView) -> None:
 
 def _one_factor(query: int | None, body: DownsampleBody | None) -> int:
     """The factor given in exactly one of the two places, or a 422 that says how to give it."""
-    if (query is None) == (body is None):
-        problem = "is missing" if query is None else "was given twice"
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("query", "value"),
-                    "msg": f"the downsample factor {problem}: send it once, "
-                    'as ?value=4 or as the JSON body {"value": 4}',
-                    "input": None,
-                }
-            ]
-        )
-    return query if body is None else body.value
+    if body is None and query is not None:
+        return query
+    if query is None and body is not None:
+        return body.value
+    problem = "is missing" if query is None else "was given twice"
+    raise RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": ("query", "value"),
+                "msg": f"the downsample factor {problem}: send it once, "
+                'as ?value=4 or as the JSON body {"value": 4}',
+                "input": None,
+            }
+        ]
+    )
 
 
 def _add_frame_routes(app: FastAPI, view: ReceiverView, legacy_pickle_default: bool) -> None:
@@ -219,20 +225,34 @@ def render_frame(image: Image, factor: int, frame_format: FrameFormat) -> Respon
     return Response(raw, media_type="application/octet-stream", headers=headers)
 
 
-def prometheus_text(metrics: dict[str, float], state: str | None) -> str:
-    """Prometheus text format: ``receiver_`` names, plus the state as a 0/1 gauge per state.
+class ReceiverMetrics(Collector):
+    """The receiver's numbers as Prometheus metrics, read from the view at each scrape.
 
-    Names ending in ``_total`` are typed as counters, the rest as gauges, as
-    Prometheus' naming convention has it.
+    A collector of the app's own registry, not of prometheus_client's global
+    one: a process may serve several receivers (tests, an embedded one beside
+    a remote one), and each ``/metrics`` must show only its own. Names get the
+    ``receiver_`` prefix; names ending in ``_total`` are counters, the rest
+    gauges, as Prometheus' naming convention has it; the state is a 0/1 gauge
+    per state, so an alert can fire on ``receiver_state{state="error"} == 1``.
     """
-    lines = []
-    for name, value in sorted(metrics.items()):
-        full = _metric_name(name)
-        kind = "counter" if full.endswith("_total") else "gauge"
-        lines += [f"# TYPE {full} {kind}", f"{full} {_metric_value(value)}"]
-    lines.append(f"# TYPE {METRIC_PREFIX}state gauge")
-    lines += [f'{METRIC_PREFIX}state{{state="{s}"}} {int(s == state)}' for s in STATES]
-    return "\n".join(lines) + "\n"
+
+    def __init__(self, view: ReceiverView) -> None:
+        self._view = view
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in sorted(self._view.metrics().items()):
+            full = _metric_name(name)
+            family = CounterMetricFamily if full.endswith("_total") else GaugeMetricFamily
+            yield family(full, f"the receiver's {name.replace('_', ' ')}", value=float(value))
+        current = self._view.status_model().state
+        state = GaugeMetricFamily(
+            f"{METRIC_PREFIX}state",
+            "1 for the receiver's state, 0 for the others",
+            labels=["state"],
+        )
+        for each in State:
+            state.add_metric([each.value], float(each is current))
+        yield state
 
 
 def _metric_name(name: str) -> str:
@@ -240,141 +260,27 @@ def _metric_name(name: str) -> str:
     return cleaned if cleaned.startswith(METRIC_PREFIX) else METRIC_PREFIX + cleaned
 
 
-def _metric_value(value: float) -> str:
-    value = float(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
+class ApiServer(ThreadedServer):
+    """Serves the receiver's app from a background thread named ``receiver-api``."""
 
-
-class _Server(uvicorn.Server):
-    """uvicorn that says when its socket serves, so ``start`` waits on readiness, not time."""
-
-    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
-        super().__init__(config)
-        self._ready = ready
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self._ready.set()
-
-
-class ApiServer:
-    """Serves an app from a background thread; no signal handlers, no logging setup.
-
-    The host process (a Tango device server, a CLI) owns signals and logging,
-    so uvicorn is told not to configure logging, and it installs no signal
-    handlers outside the main thread. The socket is bound here, in the
-    caller's thread, so a busy port is an immediate error and port 0 is known
-    before the thread starts.
-    """
+    error = ApiServerError
 
     def __init__(
         self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, access_log: bool = False
     ) -> None:
-        self._app = app
-        self._host = host
-        self._requested_port = port
-        self._access_log = access_log
-        self._socket: socket.socket | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (the one picked by the OS when 0 was asked)."""
-        if self._socket is None:
-            raise ApiServerError("the API server is not started: call start() first")
-        return self._socket.getsockname()[1]
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running API, e.g. ``http://127.0.0.1:5000``."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        super().__init__(
+            app,
+            host,
+            port,
+            name="receiver-api",
+            what="the HTTP API",
+            busy_hint="choose another api_port or stop the process that holds it",
+            access_log=access_log,
+        )
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start serving; returns once the server accepts connections."""
-        if self._thread is not None:
-            raise ApiServerError("the API server is already started")
-        self._socket = _bind(self._host, self._requested_port)
-        self._failure = None
-        ready = threading.Event()
-        self._server = _Server(self._config(), ready)
-        self._thread = threading.Thread(
-            target=self._serve,
-            args=(self._server, self._socket, ready),
-            name="receiver-api",
-            daemon=True,
-        )
-        self._thread.start()
-        if not ready.wait(timeout) or not self._server.started:
-            failure = self._failure
-            self.stop(timeout)
-            reason = repr(failure) if failure else f"not ready within {timeout} s"
-            raise ApiServerError(
-                f"the HTTP API on {self._host}:{self._requested_port} did not start: {reason}; "
-                "see the log of logger 'uvicorn.error'"
-            ) from failure
+        super().start(timeout)
         logger.info("HTTP API serving on %s", self.url)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving, close the port and join the thread (idempotent)."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                self._server.force_exit = True
-                self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise ApiServerError(
-                    f"the HTTP API thread did not stop within {2 * timeout} s; "
-                    "a request handler is probably stuck"
-                )
-        if self._socket is not None:
-            self._socket.close()
-        self._server = None
-        self._thread = None
-        self._socket = None
-
-    def __enter__(self) -> ApiServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _config(self) -> uvicorn.Config:
-        return uvicorn.Config(
-            self._app,
-            log_config=None,
-            access_log=self._access_log,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-        )
-
-    def _serve(self, server: _Server, sock: socket.socket, ready: threading.Event) -> None:
-        try:
-            server.run(sockets=[sock])
-        except (Exception, SystemExit) as exc:  # uvicorn exits with SystemExit on startup failure
-            self._failure = exc
-            logger.exception("the HTTP API server stopped unexpectedly")
-        finally:
-            ready.set()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family)
-    except OSError as exc:
-        raise ApiServerError(
-            f"cannot listen on {host}:{port} ({exc}); choose another api_port or stop "
-            "the process that holds it"
-        ) from exc
 
 
 INDEX_HTML = """<!doctype html>

@@ -1,4 +1,4 @@
-"""The receiver's state machine and counters (paper section 3.2.2).
+"""The receiver's state machine and counters.
 
 idle (waiting for a header) -> running (header received, file open) -> idle
 (series end, file closed); error (anything unforeseen, with a reason) until a
@@ -11,17 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
-
-class State(StrEnum):
-    IDLE = "idle"
-    RUNNING = "running"
-    ERROR = "error"
-
-
-MISSING_LISTED = 100
+from receiver.status import MISSING_LISTED, CurrentSeries, LastSeries, State
 
 
 @dataclass
@@ -40,6 +32,18 @@ class SeriesCounters:
     finished: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class BoardSnapshot:
+    """The board at one instant, read under its lock so state, reason and series agree."""
+
+    state: State
+    error: str
+    series_open: bool
+    series_count: int
+    series: CurrentSeries
+    last_series: LastSeries | None
+
+
 class StatusBoard:
     """Thread-safe state, reason and series counters."""
 
@@ -50,7 +54,7 @@ class StatusBoard:
         self._series_open = False
         self.series = SeriesCounters()
         self.series_count = 0
-        self._last_series: dict[str, Any] | None = None
+        self._last_series: LastSeries | None = None
 
     @property
     def state(self) -> State:
@@ -73,11 +77,9 @@ class StatusBoard:
             self.series.finished = time.time()
             if self._state is not State.ERROR:
                 self._state = State.IDLE
-            self._last_series = {
-                **self._series_dict(),
-                "ok": self._state is not State.ERROR,
-                "error": self._reason,
-            }
+            self._last_series = LastSeries(
+                **self._series_fields(), ok=self._state is not State.ERROR, error=self._reason
+            )
 
     def fail(self, reason: str) -> None:
         """Enter error; the first reason of a series is kept, later ones are added to it."""
@@ -96,18 +98,22 @@ class StatusBoard:
                 self._state = State.RUNNING if self._series_open else State.IDLE
                 self._reason = ""
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, frames_received: int) -> BoardSnapshot:
+        """The board now; ``frames_received`` is the collector's count, which the board lacks."""
         with self._lock:
-            return {
-                "state": str(self._state),
-                "error": self._reason,
-                "series_open": self._series_open,
-                "series_count": self.series_count,
-                "series": self._series_dict(),
-                "last_series": self._last_series,
-            }
+            state, reason, series_open = self._state, self._reason, self._series_open
+            series, count, last = self._series_fields(), self.series_count, self._last_series
+        return BoardSnapshot(
+            state=state,
+            error=reason,
+            series_open=series_open,
+            series_count=count,
+            series=CurrentSeries(**series, frames_received=frames_received),
+            last_series=last,
+        )
 
-    def _series_dict(self) -> dict[str, Any]:
+    def _series_fields(self) -> dict[str, Any]:
+        """The counters of the current series with the missing frames counted and listed."""
         series = asdict(self.series)
         series["missing_count"] = len(series["missing_frames"])
         series["missing_frames"] = series["missing_frames"][:MISSING_LISTED]

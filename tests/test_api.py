@@ -14,11 +14,20 @@ import httpx
 import numpy as np
 import PIL.Image
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from http_service.server import HttpServiceError
 from protocols import bslz4
 from protocols.model import Image
 from receiver import liveview
 from receiver.api import ApiServer, ApiServerError, create_app
+from receiver.status import (
+    ConfigSummary,
+    CurrentSeries,
+    Rates,
+    ReceiverStatus,
+    State,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,16 +35,62 @@ FRAME = (np.arange(37 * 50, dtype=np.uint16).reshape(37, 50) * 13) % 60000
 """A frame whose shape no factor below divides, so every reduction has a ragged edge."""
 
 
+def idle_status(state: State, frames_received: int) -> ReceiverStatus:
+    """A receiver's status before any series, in ``state``."""
+    series = CurrentSeries(
+        filename="",
+        path="",
+        frames_written=0,
+        frames_discarded=0,
+        frames_rejected=0,
+        missing_frames=[],
+        messages_lost=0,
+        malformed_messages=0,
+        started=0.0,
+        finished=0.0,
+        missing_count=0,
+        frames_received=frames_received,
+    )
+    return ReceiverStatus(
+        state=state,
+        error="",
+        series_open=False,
+        series_count=0,
+        series=series,
+        last_series=None,
+        filename="",
+        frames_received=frames_received,
+        frames_written=0,
+        frames_missing=0,
+        rates=Rates(
+            received_frames_per_s=0.0,
+            received_mb_per_s=0.0,
+            written_frames_per_s=0.0,
+            written_mb_per_s=0.0,
+        ),
+        forwarder=None,
+        unreadable_messages=0,
+        modules=None,
+        config=ConfigSummary(
+            connect=["tcp://127.0.0.1:9999"],
+            protocol="stins",
+            workers=2,
+            data_root="/data",
+            write=True,
+        ),
+    )
+
+
 class FakeReceiver:
     """A receiver reduced to what the API sees, with a frame the test chooses."""
 
     def __init__(self, image: Image | None = None) -> None:
-        self.state = "idle"
+        self.state = State.IDLE
         self.image = image
         self._downsample = 1
 
-    def status(self) -> dict[str, Any]:
-        return {"state": self.state, "received_frames": self.received_frames}
+    def status_model(self) -> ReceiverStatus:
+        return idle_status(self.state, self.received_frames)
 
     @property
     def received_frames(self) -> int:
@@ -53,7 +108,7 @@ class FakeReceiver:
         return self.image
 
     def reset(self) -> None:
-        self.state = "idle"
+        self.state = State.IDLE
 
     def metrics(self) -> dict[str, float]:
         return {"frames_received_total": 7, "frame_rate_hz": 12.5, "writer lag": float("inf")}
@@ -115,18 +170,40 @@ def frame_from_raw(header: dict[str, Any], raw: bytes) -> np.ndarray:
 def test_status_and_received_frames(client: httpx.Client, receiver: FakeReceiver) -> None:
     receiver.image = make_image(FRAME)
 
-    assert client.get("/status").json() == {"state": "idle", "received_frames": 5}
+    status = client.get("/status").json()
+
+    assert status == receiver.status_model().model_dump(mode="json")
+    assert status["state"] == "idle"
+    assert status["frames_received"] == status["series"]["frames_received"] == 5
+    assert status["last_series"] is None
     assert client.get("/received_frames").json() == {"value": 5}
 
 
+def test_status_schema_is_in_the_openapi_document(client: httpx.Client) -> None:
+    schema = client.get("/openapi.json").json()
+
+    for path, method in (("/status", "get"), ("/reset", "post")):
+        answer = schema["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+        assert answer["schema"] == {"$ref": "#/components/schemas/ReceiverStatus"}
+    models = schema["components"]["schemas"]
+    status = models["ReceiverStatus"]
+    assert set(status["required"]) == set(ReceiverStatus.model_fields)
+    assert models["State"]["enum"] == ["idle", "running", "error"]
+    assert status["properties"]["series"] == {"$ref": "#/components/schemas/CurrentSeries"}
+    assert "frames_received" in models["CurrentSeries"]["properties"]
+    assert {"ok", "error"} <= set(models["LastSeries"]["properties"])
+    assert {"ForwarderStatus", "ModuleStatus", "Rates", "ConfigSummary"} <= set(models)
+    assert "never arrived" in models["CurrentSeries"]["properties"]["missing_frames"]["description"]
+
+
 def test_reset_leaves_the_error_state(client: httpx.Client, receiver: FakeReceiver) -> None:
-    receiver.state = "error"
+    receiver.state = State.ERROR
 
     reply = client.post("/reset")
 
     assert reply.status_code == 200
     assert reply.json()["state"] == "idle"
-    assert receiver.state == "idle"
+    assert receiver.state is State.IDLE
 
 
 def test_downsample_is_set_as_query_like_max_iv_clients(
@@ -301,19 +378,45 @@ def test_max_iv_drop_in_mode_serves_pickle_by_default(compression: str) -> None:
 
 
 def test_metrics_in_prometheus_text(client: httpx.Client, receiver: FakeReceiver) -> None:
-    receiver.state = "running"
+    receiver.state = State.RUNNING
 
     reply = client.get("/metrics")
 
-    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert reply.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    families = {family.name: family for family in text_string_to_metric_families(reply.text)}
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in families.values()
+        for sample in family.samples
+    }
+    assert families["receiver_frames_received"].type == "counter"
+    assert samples["receiver_frames_received_total", ()] == 7
+    assert families["receiver_frame_rate_hz"].type == "gauge"
+    assert samples["receiver_frame_rate_hz", ()] == 12.5
+    assert samples["receiver_writer_lag", ()] == float("inf")
+    assert families["receiver_state"].type == "gauge"
+    assert samples["receiver_state", (("state", "running"),)] == 1
+    assert samples["receiver_state", (("state", "idle"),)] == 0
+    assert samples["receiver_state", (("state", "error"),)] == 0
     lines = reply.text.splitlines()
     assert "# TYPE receiver_frames_received_total counter" in lines
-    assert "receiver_frames_received_total 7.0" in lines
-    assert "# TYPE receiver_frame_rate_hz gauge" in lines
-    assert "receiver_frame_rate_hz 12.5" in lines
     assert "receiver_writer_lag +Inf" in lines
-    assert 'receiver_state{state="running"} 1' in lines
-    assert 'receiver_state{state="error"} 0' in lines
+
+
+def test_each_app_has_its_own_metrics(receiver: FakeReceiver) -> None:
+    other = FakeReceiver()
+    other.state = State.ERROR
+    with (
+        ApiServer(create_app(receiver)) as first,
+        ApiServer(create_app(other)) as second,
+        httpx.Client(timeout=5) as client,
+    ):
+        one = client.get(f"{first.url}/metrics").text.splitlines()
+        two = client.get(f"{second.url}/metrics").text.splitlines()
+
+    assert 'receiver_state{state="idle"} 1.0' in one
+    assert 'receiver_state{state="error"} 1.0' in two
+    assert sum(line.startswith("receiver_frames_received_total") for line in one) == 1
 
 
 def test_index_page_shows_status_and_live_png(client: httpx.Client) -> None:
@@ -350,8 +453,10 @@ def test_server_leaves_signal_handling_to_the_host(receiver: FakeReceiver) -> No
 def test_busy_port_is_a_clear_error(receiver: FakeReceiver) -> None:
     with ApiServer(create_app(receiver)) as running:
         clash = ApiServer(create_app(receiver), port=running.port)
-        with pytest.raises(ApiServerError, match="cannot listen"):
+        with pytest.raises(ApiServerError, match="cannot listen") as refused:
             clash.start()
+    assert isinstance(refused.value, HttpServiceError)
+    assert "choose another api_port" in str(refused.value)
 
 
 @pytest.mark.parametrize("shape", [(37, 50), (8, 8), (1, 5), (3, 2)])

@@ -286,6 +286,14 @@ def test_gate_with_several_frames_per_gate_is_refused_at_arm(on: tango.DevicePro
     assert on.state() == tango.DevState.ON
 
 
+def test_a_zero_exposure_is_kept_when_written_and_refused_at_arm(on: tango.DeviceProxy) -> None:
+    on.ExposureTime = 0.0
+    assert on.ExposureTime == 0.0
+    with pytest.raises(tango.DevFailed, match="ExposureTime must be > 0 s, not 0"):
+        on.Arm()
+    assert on.state() == tango.DevState.ON
+
+
 def test_external_mode_waits_for_the_trigger_input(on: tango.DeviceProxy, data_root: Path) -> None:
     on.TriggerMode = "EXTERNAL"
     on.nTriggers = 2

@@ -37,8 +37,22 @@ def backend(eiger: EigerSimulator) -> Iterator[EigerBackend]:
     made.close()
 
 
-def settings(mode: TriggerMode, n_triggers: int = 2, per_trigger: int = 3) -> AcquisitionSettings:
-    return AcquisitionSettings(0.001, 0.002, mode, n_triggers, per_trigger, "scan_007.h5")
+def settings(
+    mode: TriggerMode,
+    n_triggers: int = 2,
+    per_trigger: int = 3,
+    exposure_time: float = 0.001,
+    frame_time: float = 0.002,
+    filename: str = "scan_007.h5",
+) -> AcquisitionSettings:
+    return AcquisitionSettings(
+        exposure_time=exposure_time,
+        frame_time=frame_time,
+        trigger_mode=mode,
+        n_triggers=n_triggers,
+        frames_per_trigger=per_trigger,
+        filename=filename,
+    )
 
 
 def done(backend: EigerBackend) -> None:
@@ -115,7 +129,7 @@ def test_external_multi_waits_for_the_detectors_trigger_input(
 
 
 def test_stop_disarms_mid_series(backend: EigerBackend, sink: RecordingSink) -> None:
-    backend.arm(AcquisitionSettings(0.005, 0.01, TriggerMode.INTERNAL, 1, 10_000, "long.h5"))
+    backend.arm(settings(TriggerMode.INTERNAL, 1, 10_000, 0.005, 0.01, "long.h5"))
     (series,) = sink.series
     wait_until(lambda: sink.images(series), 5, "the first image")
     backend.stop()
@@ -129,7 +143,7 @@ def test_a_refused_value_names_the_parameter_and_the_detectors_reason(
     backend: EigerBackend,
 ) -> None:
     with pytest.raises(BackendError, match=r"the Eiger refused PUT detector/config/frame_time"):
-        backend.arm(AcquisitionSettings(1e-6, 1e-6, TriggerMode.INTERNAL, 1, 1, "x.h5"))
+        backend.arm(settings(TriggerMode.INTERNAL, 1, 1, 1e-6, 1e-6, "x.h5"))
 
 
 def test_unreachable_detector_says_where_it_was_looked_for() -> None:

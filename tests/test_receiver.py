@@ -165,6 +165,79 @@ def test_absent_forward_consumer_never_stalls_writing(start_receiver, stream, tm
     assert status["forwarder"]["missed"] > 0
 
 
+SERIES_KEYS = [
+    "filename",
+    "path",
+    "frames_written",
+    "frames_discarded",
+    "frames_rejected",
+    "missing_frames",
+    "messages_lost",
+    "malformed_messages",
+    "started",
+    "finished",
+    "missing_count",
+]
+
+
+def test_status_document_keeps_its_keys_and_values(start_receiver, stream, tmp_path):
+    receiver = start_receiver(forward="tcp://127.0.0.1:*")
+    stream.series("keys.h5", [0, 2])
+
+    status = finished(receiver)
+
+    assert list(status) == [
+        "state",
+        "error",
+        "series_open",
+        "series_count",
+        "series",
+        "last_series",
+        "filename",
+        "frames_received",
+        "frames_written",
+        "frames_missing",
+        "rates",
+        "forwarder",
+        "unreadable_messages",
+        "modules",
+        "config",
+    ]
+    assert list(status["series"]) == [*SERIES_KEYS, "frames_received"]
+    assert list(status["last_series"]) == [*SERIES_KEYS, "ok", "error"]
+    assert list(status["rates"]) == [
+        "received_frames_per_s",
+        "received_mb_per_s",
+        "written_frames_per_s",
+        "written_mb_per_s",
+    ]
+    assert list(status["forwarder"]) == ["endpoint", "sent", "missed"]
+    assert status["config"] == {
+        "connect": [stream.endpoint],
+        "protocol": "stins",
+        "workers": 2,
+        "data_root": str(tmp_path.resolve()),
+        "write": True,
+    }
+    path = str(tmp_path / "keys.h5")
+    assert status["state"] == "error"
+    assert "frames missing" in status["error"]
+    assert status["last_series"]["error"] == status["error"]
+    assert (status["filename"], status["series"]["path"], status["series"]["filename"]) == (
+        path,
+        path,
+        "keys.h5",
+    )
+    assert (status["frames_received"], status["frames_written"], status["frames_missing"]) == (
+        2,
+        2,
+        1,
+    )
+    assert status["series"]["missing_frames"] == status["last_series"]["missing_frames"] == [1]
+    assert status["last_series"]["ok"] is False
+    assert status["modules"] is None
+
+
 @pytest.mark.parametrize(
     "filename",
     ["../outside.h5", "/etc/outside.h5", "sub/../../outside.h5"],

@@ -1,23 +1,20 @@
 """The simulated Eiger as a running service: HTTP server, detector, trigger input.
 
-The HTTP server runs uvicorn in a thread of its own on a socket bound in the
-caller's thread (a busy port is an immediate error, port 0 is known at once),
-without signal handlers or logging setup: the host process owns those.
+The HTTP server is the shared threaded uvicorn (:mod:`http_service.server`)
+with one difference on the wire: a response leaves in one write, as a real
+detector's does (see :class:`_OneWriteTransport`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import threading
 from typing import Any
 
-import uvicorn
 import zmq
-from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from http_service.server import HttpServiceError, ThreadedServer
 from sim.eiger.api import create_app
 from sim.eiger.detector import EigerDetector
 from sim.eiger.stream import NullSink, StreamSink
@@ -66,92 +63,6 @@ class _Protocol(H11Protocol):
         super().connection_made(_OneWriteTransport(transport, self.loop))  # type: ignore[arg-type]
 
 
-class _Server(uvicorn.Server):
-    """uvicorn that says when its socket serves, so ``start`` waits on readiness, not time."""
-
-    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
-        super().__init__(config)
-        self._ready = ready
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self._ready.set()
-
-
-class HttpServer:
-    """Serves ``app`` on ``host:port`` from a background thread."""
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._app = app
-        self._host = host
-        self._requested_port = port
-        self._socket: socket.socket | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
-
-    @property
-    def port(self) -> int:
-        if self._socket is None:
-            raise SimulatorError("the HTTP server is not started")
-        return self._socket.getsockname()[1]
-
-    def start(self, timeout: float = 10.0) -> None:
-        try:
-            self._socket = socket.create_server((self._host, self._requested_port))
-        except OSError as exc:
-            raise SimulatorError(
-                f"cannot listen on {self._host}:{self._requested_port} ({exc.strerror}): "
-                "choose another port or stop the process that holds it"
-            ) from None
-        ready = threading.Event()
-        config = uvicorn.Config(
-            self._app,
-            http=_Protocol,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_keep_alive=60,
-            server_header=False,
-            timeout_graceful_shutdown=5,
-        )
-        self._server = _Server(config, ready)
-        self._thread = threading.Thread(
-            target=self._serve, args=(self._server, self._socket, ready), name="eiger-http"
-        )
-        self._thread.start()
-        if not ready.wait(timeout) or not self._server.started:
-            failure = self._failure
-            self.stop(timeout)
-            reason = repr(failure) if failure else f"not ready within {timeout} s"
-            raise SimulatorError(
-                f"the HTTP server on {self._host}:{self._requested_port} did not start: {reason}"
-            ) from failure
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving, close the port, join the thread (idempotent)."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                self._server.force_exit = True
-                self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise SimulatorError(f"the HTTP server thread did not stop within {2 * timeout} s")
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def _serve(self, server: _Server, sock: socket.socket, ready: threading.Event) -> None:
-        try:
-            server.run(sockets=[sock])
-        except (Exception, SystemExit) as exc:  # uvicorn exits with SystemExit on startup failure
-            self._failure = exc
-            logger.exception("the Eiger simulator's HTTP server stopped unexpectedly")
-        finally:
-            ready.set()
-
-
 class EigerSimulator:
     """A simulated EIGER 1M on ``host:port``: SIMPLON 1.8 REST, its stream through ``sink``.
 
@@ -173,10 +84,18 @@ class EigerSimulator:
         self.detector = EigerDetector(
             sink or NullSink(), initialized=initialized, initialize_time_s=initialize_time_s
         )
-        self._http = HttpServer(create_app(self.detector), host, port)
+        self._http = ThreadedServer(
+            create_app(self.detector),
+            host,
+            port,
+            name="eiger-http",
+            http=_Protocol,
+            keep_alive_s=60,
+            server_header=False,
+        )
         self._host = host
         self._trigger_endpoint = trigger_endpoint
-        self._context: zmq.Context | None = None
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._trigger_input: TriggerInput | None = None
 
     @property
@@ -205,15 +124,18 @@ class EigerSimulator:
             self._trigger_input.start()
         try:
             self._http.start()
-        except SimulatorError:
+        except HttpServiceError as exc:
             self.stop()
-            raise
+            raise SimulatorError(str(exc)) from exc
         logger.info("Eiger simulator serving SIMPLON 1.8.0 on %s", self.url)
 
     def stop(self) -> None:
         """End any series (blocked triggers answer), then stop serving (idempotent)."""
         self.detector.close()
-        self._http.stop()
+        try:
+            self._http.stop()
+        except HttpServiceError as exc:
+            raise SimulatorError(str(exc)) from exc
         if self._trigger_input is not None:
             self._trigger_input.stop()
             self._trigger_input = None
