@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -16,7 +18,6 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -27,7 +28,39 @@ from receiver.transforms import TransformList
 
 SHARED_RCVHWM = 16
 
-Endpoint = Annotated[str, Field(pattern=r"^(tcp|ipc|inproc)://\S+$")]
+
+def _zmq_endpoint(value: str) -> str:
+    """Refuse a bare host:port here, with the form to use, rather than later in ZeroMQ."""
+    if re.fullmatch(r"(tcp|ipc|inproc)://\S+", value) is None:
+        raise ValueError(
+            f"{value!r} is not a ZeroMQ endpoint such as tcp://127.0.0.1:9999 "
+            "(tcp://, ipc:// or inproc://)"
+        )
+    return value
+
+
+def _identifier(value: str) -> str:
+    """Names become HDF5 group names and status keys: nothing a path or a reader trips on."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is None:
+        raise ValueError(
+            f"{value!r} is not a name: letters, digits and _, not starting with a digit"
+        )
+    return value
+
+
+def _known_protocol(value: str) -> str:
+    """A protocol the receiver has a reader for (receiver.readers)."""
+    if value not in PARSERS:
+        raise ValueError(f"unknown protocol {value!r}; known: {', '.join(sorted(PARSERS))}")
+    return value
+
+
+# Checked by functions rather than Field(pattern=...), so that a refusal says
+# what is wanted in words, not as a regular expression; and as types rather
+# than model validators, so that the command line can check one flag alone.
+Endpoint = Annotated[str, AfterValidator(_zmq_endpoint)]
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Protocol = Annotated[str, AfterValidator(_known_protocol)]
 
 
 class ConfigError(ValueError):
@@ -39,8 +72,7 @@ class ModuleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    name: Identifier = Field(
         description="the module's name in errors, the status and the file "
         "(/entry/instrument/<detector>/<name>, an NXdetector_module)",
     )
@@ -64,7 +96,7 @@ class ReceiverConfig(BaseModel):
         min_length=1,
         description="ZeroMQ endpoints of the stream; every worker connects a PULL socket to each",
     )
-    protocol: str = Field(
+    protocol: Protocol = Field(
         default="stins",
         description="wire protocol of the stream: stins, dectris-v1 (Eiger stream v1, JSON), "
         "dectris-v2 (Eiger stream v2, CBOR) or sls (SLS detector JSON header, one module)",
@@ -85,7 +117,7 @@ class ReceiverConfig(BaseModel):
     rcvhwm: int | None = Field(
         default=None,
         ge=1,
-        description="messages ZeroMQ may queue per worker (default: 16 shared by the workers, "
+        description="messages ZeroMQ may queue per worker (none: 16 shared by the workers, "
         "at least 2 each); with the frame size this sets the memory a slow writer can fill",
     )
     forward: Endpoint | None = Field(
@@ -103,9 +135,8 @@ class ReceiverConfig(BaseModel):
         default=Path("."), description="directory every file name is resolved inside"
     )
     write: bool = Field(default=True, description="write HDF5 files (off: receive and forward)")
-    detector_name: str = Field(
+    detector_name: Identifier = Field(
         default="detector",
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="name of the NXdetector group: /entry/instrument/<name>/data",
     )
     writer_queue: int = Field(default=2, ge=1, description="batches queued for the writer")
@@ -158,13 +189,6 @@ class ReceiverConfig(BaseModel):
         description="pixels of the full image no module covers, and of a module that sent "
         "nothing for a frame; 'max': the largest value of the pixel type (the Dectris mark)",
     )
-
-    @field_validator("protocol")
-    @classmethod
-    def _known_protocol(cls, value: str) -> str:
-        if value not in PARSERS:
-            raise ValueError(f"unknown protocol {value!r}; known: {', '.join(sorted(PARSERS))}")
-        return value
 
     @property
     def worker_rcvhwm(self) -> int:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from sim.generator import (
     Compression,
@@ -38,8 +39,6 @@ PROG = "daq-generator"
 SERIES_PLACEHOLDER = "{series}"
 DEFAULTS = GeneratorSettings()
 
-_OPTION_OF_FIELD = {"endpoint": "--bind/--connect", "timeout_s": "--timeout"}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the generator; 0 when every series was delivered, 1 when not, 2 on bad arguments."""
@@ -51,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
-        parser.error(describe_errors(exc))
+        parser.error(describe_errors(exc, options_of_fields(args)))
     try:
         stats = run(settings, args.series)
     except GeneratorError as exc:
@@ -61,16 +60,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Refuses bad arguments in one line on stderr, which a log or a script shows whole."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The flags; every default shown in ``--help`` comes from GeneratorSettings."""
-    parser = argparse.ArgumentParser(
+    """The flags, one group per concern; every default shown in ``--help`` is GeneratorSettings'."""
+    parser = OneLineParser(
         prog=PROG,
         description="Send series of synthetic detector frames over a ZeroMQ PUSH socket, as "
         "a detector control unit does: STINS, Dectris stream v1 or v2, or the SLS stream. "
         "Pixel values encode the frame number, so stored frames can be checked against what "
         "was sent.",
     )
-    where = parser.add_mutually_exclusive_group()
+    add_stream_options(parser.add_argument_group("stream"))
+    add_protocol_options(parser.add_argument_group("protocol"))
+    add_frame_options(parser.add_argument_group("frames"))
+    add_series_options(parser.add_argument_group("series and files"))
+    add_module_options(parser.add_argument_group("multi-module detector"))
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="INFO",
+        help="logging verbosity (default: %(default)s)",
+    )
+    return parser
+
+
+def add_stream_options(group: argparse._ArgumentGroup) -> None:
+    """Where the stream goes and how long to wait for the receiver."""
+    where = group.add_mutually_exclusive_group()
     where.add_argument(
         "--bind",
         metavar="ENDPOINT",
@@ -81,30 +103,48 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--connect",
         metavar="ENDPOINT",
-        help="connect to a receiver that binds ENDPOINT instead of binding",
+        help="connect to a receiver that binds ENDPOINT instead of binding (default: bind)",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--send-hwm",
+        type=int,
+        default=DEFAULTS.send_hwm,
+        metavar="N",
+        help="messages queued before sending waits; bounds memory (default: %(default)s)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULTS.timeout_s,
+        metavar="S",
+        help="fail when no receiver takes data for S seconds (default: %(default)s)",
+    )
+
+
+def add_protocol_options(group: argparse._ArgumentGroup) -> None:
+    """The wire protocol and what each protocol's headers carry."""
+    group.add_argument(
         "--protocol",
         choices=get_args(StreamProtocol),
         default=DEFAULTS.protocol,
         help="wire protocol: stins, dectris-v1 (Eiger stream v1), dectris-v2 (Eiger stream v2, "
         "CBOR) or sls (SLS detector, one module) (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--header-detail",
         choices=get_args(HeaderDetail),
         default=DEFAULTS.header_detail,
         help="dectris-v1: what the series header carries, as the Eiger's stream setting "
         "(default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--thresholds",
         type=int,
         default=DEFAULTS.thresholds,
         metavar="K",
         help="dectris-v2: channels (energy thresholds) per frame (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--series-id",
         type=int,
         default=DEFAULTS.series_id,
@@ -112,21 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="dectris-v1/v2: series id of the first series, SLS: its file index; the next "
         "series counts on (default: %(default)s)",
     )
-    parser.add_argument(
+
+
+def add_frame_options(group: argparse._ArgumentGroup) -> None:
+    """What each frame is, how fast and in which order the frames go."""
+    group.add_argument(
         "--frames",
         type=int,
         default=DEFAULTS.frames,
         metavar="N",
         help="frames per series (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--rate",
         type=float,
         default=DEFAULTS.rate,
         metavar="HZ",
         help="frames per second; 0 sends as fast as the receiver takes them (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--shape",
         type=int,
         nargs=2,
@@ -134,52 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(DEFAULTS.shape),
         help=f"frame height and width in pixels (default: {' '.join(map(str, DEFAULTS.shape))})",
     )
-    parser.add_argument(
+    group.add_argument(
         "--dtype",
         choices=get_args(PixelType),
         default=DEFAULTS.dtype,
         help="pixel type (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--compression",
         choices=get_args(Compression),
         default=DEFAULTS.compression,
         help="blob encoding; bslz4 is the HDF5 filter-32008 chunk (default: %(default)s)",
     )
-    parser.add_argument(
-        "--filename",
-        default=DEFAULTS.filename,
-        metavar="PATH",
-        help=f"file the receiver writes; empty = live view only; may hold {SERIES_PLACEHOLDER} "
-        "(default: empty)",
-    )
-    parser.add_argument(
-        "--meta",
-        type=json_object,
-        metavar="JSON",
-        help="JSON object stored by the receiver in the NXdetector group (STINS: the header's "
-        "2nd part; Dectris: added to the detector configuration)",
-    )
-    parser.add_argument(
-        "--out-of-order",
-        action="store_true",
-        help="send the frames of a series in a shuffled (seeded, reproducible) order",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULTS.seed,
-        help="seed of the --out-of-order shuffle (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--series",
-        type=positive_int,
-        default=1,
-        metavar="K",
-        help=f"send K series in a row on one stream; file names get _0001.. appended, or "
-        f"{SERIES_PLACEHOLDER} replaced by 0001.. (default: %(default)s)",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--distinct-frames",
         type=int,
         default=DEFAULTS.distinct_frames,
@@ -187,21 +198,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="encode only K distinct frames and repeat them (frame k carries the pixels of "
         "frame k mod K): a generator fast enough to benchmark a receiver (default: all distinct)",
     )
-    parser.add_argument(
-        "--send-hwm",
+    group.add_argument(
+        "--out-of-order",
+        action="store_true",
+        help="send the frames of a series in a shuffled (seeded, reproducible) order "
+        "(default: in order)",
+    )
+    group.add_argument(
+        "--seed",
         type=int,
-        default=DEFAULTS.send_hwm,
-        metavar="N",
-        help="messages queued before sending waits; bounds memory (default: %(default)s)",
+        default=DEFAULTS.seed,
+        help="seed of the --out-of-order shuffle (default: %(default)s)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULTS.timeout_s,
-        metavar="S",
-        help="fail when no receiver takes data for S seconds (default: %(default)s)",
+
+
+def add_series_options(group: argparse._ArgumentGroup) -> None:
+    """How many series, and the file name and metadata each one asks the receiver for."""
+    group.add_argument(
+        "--series",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help=f"send K series in a row on one stream; file names get _0001.. appended, or "
+        f"{SERIES_PLACEHOLDER} replaced by 0001.. (default: %(default)s)",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--filename",
+        default=DEFAULTS.filename,
+        metavar="PATH",
+        help=f"file the receiver writes; empty = live view only; may hold {SERIES_PLACEHOLDER} "
+        "(default: empty)",
+    )
+    group.add_argument(
+        "--meta",
+        type=json_object,
+        metavar="JSON",
+        help="JSON object stored by the receiver in the NXdetector group (STINS: the header's "
+        "2nd part; Dectris: added to the detector configuration) (default: none)",
+    )
+
+
+def add_module_options(group: argparse._ArgumentGroup) -> None:
+    """A detector of several modules, one STINS stream each, or one module's stream."""
+    group.add_argument(
         "--modules",
         type=int,
         default=DEFAULTS.modules,
@@ -210,27 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
         "on consecutive ports from the --bind/--connect port; --shape is a module's; every "
         "module's pixels are its part of the synthetic full frame (default: one stream)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--geometry",
         type=geometry_file,
         metavar="FILE",
         help='JSON {"full_shape": [H, W], "modules": [{"name", "x", "y", "rotation"}, ...]} '
-        "placing the modules (rotation in quarter turns counter-clockwise); default: the "
-        "windmill of ForMAX's Lambda for 4 modules, a row otherwise",
+        "placing the modules (rotation in quarter turns counter-clockwise) (default: the "
+        "windmill of ForMAX's Lambda for 4 modules, a row otherwise)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--module",
         metavar="NAME",
         help="send only this module's stream, on the --bind/--connect endpoint itself "
-        "(one process per module, as one streamer per module)",
+        "(one process per module, as one streamer per module) (default: every module's)",
     )
-    parser.add_argument(
-        "--log-level",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        default="INFO",
-        help="logging verbosity (default: %(default)s)",
-    )
-    return parser
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -247,9 +279,15 @@ def json_object(text: str) -> dict[str, Any]:
 
 
 def geometry_file(text: str) -> Geometry:
-    """Read ``--geometry``."""
+    """Read ``--geometry``; a file that is not a geometry is refused in one line."""
     try:
         return load_geometry(Path(text))
+    except ValidationError as exc:
+        problems = (
+            f"{'.'.join(map(str, error['loc'])) or 'geometry'}: {reason_of(error)}"
+            for error in exc.errors(include_url=False)
+        )
+        raise argparse.ArgumentTypeError(f"{text}: {'; '.join(problems)}") from None
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -292,15 +330,31 @@ def settings_from_args(args: argparse.Namespace) -> GeneratorSettings:
     )
 
 
-def describe_errors(exc: ValidationError) -> str:
-    """One line naming the flags at fault, not the settings' field names."""
+def options_of_fields(args: argparse.Namespace) -> dict[str, str]:
+    """The flag to name for each settings field, where it is not the field's name as a flag."""
+    return {"endpoint": "--connect" if args.connect else "--bind", "timeout_s": "--timeout"}
+
+
+def describe_errors(exc: ValidationError, options: Mapping[str, str]) -> str:
+    """One line naming the flags at fault (``options`` by field, else ``--field-name``).
+
+    An error of the whole (two settings that do not go together) has no
+    field; its message names the settings itself.
+    """
     problems = []
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "arguments"
-        option = _OPTION_OF_FIELD.get(field, "--" + field.replace("_", "-"))
-        reason = error["ctx"]["error"] if error["type"] == "value_error" else error["msg"]
-        problems.append(f"{option}: {reason}")
+    for error in exc.errors(include_url=False):
+        if error["loc"]:
+            field = str(error["loc"][0])
+            option = options.get(field, "--" + field.replace("_", "-"))
+            problems.append(f"{option}: {reason_of(error)}")
+        else:
+            problems.append(reason_of(error))
     return "; ".join(problems)
+
+
+def reason_of(error: ErrorDetails) -> str:
+    """A validator's own message as it wrote it, else pydantic's."""
+    return str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
 
 
 def series_filename(template: str, index: int, count: int) -> str:

@@ -28,7 +28,7 @@ from sim.generator import (
     Pacer,
     StreamGenerator,
 )
-from sim.generator_cli import main, series_filename
+from sim.generator_cli import build_parser, main, series_filename
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -339,6 +339,8 @@ def test_port_in_use_is_an_endpoint_error() -> None:
         (["--bind", FREE_PORT, "--connect", FREE_PORT], "not allowed with"),
         (["--series", "0"], "must be at least 1"),
         (["--dtype", "int8"], "invalid choice"),
+        (["--connect", "localhost:9999"], "--connect: 'localhost:9999' is not a ZeroMQ endpoint"),
+        (["--protocol", "sls", "--dtype", "float32"], "error: the SLS stream sends raw"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_one_line_reason(
@@ -347,9 +349,15 @@ def test_bad_arguments_exit_2_with_a_one_line_reason(
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
-    last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last_line.startswith("daq-generator: error:")
-    assert reason in last_line
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("daq-generator: error:")
+    assert reason in line
+
+
+def test_help_shows_the_default_of_every_option() -> None:
+    for action in build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            assert "(default: " in str(action.help), action.option_strings
 
 
 @pytest.mark.allow_error_log
