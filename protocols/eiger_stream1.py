@@ -1,7 +1,7 @@
 """Dectris stream v1, the Eiger's SIMPLON 1.8 "legacy" stream: encode and parse.
 
-Multipart messages of JSON and binary parts (see PROTOCOLS.md), checked
-against the real capture in ``shared/data``:
+Multipart messages of JSON and binary parts (see docs/protocols.md#dectris-stream-v1),
+checked against the real capture in ``tests/data``:
 
 - ``dheader-1.0``: part 0 ``{"htype", "series", "header_detail"}``; with
   ``basic`` or ``all`` part 1 is the detector configuration (``count_time``,

@@ -1,8 +1,8 @@
 """Dectris stream v2, the Eiger's CBOR stream: encode and parse.
 
 One-part messages, each a CBOR map behind the self-describe tag 55799 (see
-PROTOCOLS.md and Dectris' ``stream_v2`` documentation), checked against the
-real capture in ``shared/data``:
+docs/protocols.md#dectris-stream-v2 and Dectris' ``stream_v2`` documentation), checked
+against the real capture in ``tests/data``:
 
 - ``start``: ``series_id``, ``series_unique_id``, ``channels``, ``count_time``,
   ``number_of_images``, ``threshold_energy`` (channel -> eV), ``user_data``

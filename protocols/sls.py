@@ -1,7 +1,7 @@
 """The SLS detector software's (PSI) ZeroMQ stream, one module: encode and parse.
 
 Every frame is two parts, a JSON header and the raw pixels; the end of an
-acquisition is a header with ``"data": 0`` and no data part (see PROTOCOLS.md
+acquisition is a header with ``"data": 0`` and no data part (see docs/protocols.md#sls-stream
 and the "ZMQ: Json Header Format" page of slsDetectorPackage). Fields used:
 ``bitmode`` (8, 16 or 32 bits per pixel), ``shape`` ([x, y], x fastest:
 reversed for numpy), ``size`` (bytes), ``frameIndex`` (from 0 in each

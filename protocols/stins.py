@@ -3,7 +3,7 @@
 Shared by the generator, the streamers, the receiver and its forwarder, so that
 every producer and consumer agrees on one definition. Part 0 of every message
 is UTF-8 JSON with ``htype`` and an integer ``msg_number``; see
-PROTOCOLS.md. JSON goes through orjson: on 20 kB frames the standard
+docs/protocols.md#stins. JSON goes through orjson: on 20 kB frames the standard
 library's parser alone took a tenth of the receiver's time per frame. Headers are validated fully (pydantic); images, the hot path, by
 the few fields the receiver uses. Unknown extra fields are kept.
 """

@@ -1,7 +1,7 @@
 """Where the modules of a simulated multi-module detector sit in its full image.
 
 A multi-module detector (XSpectrum Lambda at ForMAX: four modules in a
-"windmill" around a central hole, paper section 3.1) sends one stream per
+"windmill" around a central hole, docs/architecture.md#multi-module-detectors) sends one stream per
 module. The generator cuts each synthetic full frame into the modules' parts
 so that whoever assembles them again can compare with the full frame.
 

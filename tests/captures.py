@@ -1,4 +1,4 @@
-"""The real Dectris captures in ``shared/data`` (see its README), for golden-message tests."""
+"""The real Dectris captures in ``tests/data`` (see its README), for golden-message tests."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from sim.replay import read_capture
 
 DATA = Path(__file__).resolve().parent / "data"
-"""Copies of ``shared/data`` (published with MAX IV's streaming-receiver tests), kept in the
-repository so that CI, which has no ``shared`` folder, runs every test that needs them."""
+"""The real captures (published with MAX IV's streaming-receiver tests), kept in the
+repository so that CI runs every test that needs them."""
 STREAM1 = DATA / "dectris-stream1-capture.cbors.gz"
 STREAM2 = DATA / "dectris-stream2-capture.cbors.gz"
 

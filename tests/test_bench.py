@@ -19,7 +19,7 @@ from tests.helpers import VENV_BIN
     ("text", "expected"),
     [("20kB", 20_000), ("2MB", 2_000_000), ("1.5GB", 1_500_000_000), ("4096", 4096)],
 )
-def test_sizes_are_decimal_like_the_paper(text, expected):
+def test_sizes_are_decimal_units(text, expected):
     assert parse_size(text) == expected
 
 

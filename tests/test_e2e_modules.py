@@ -1,7 +1,7 @@
 """End to end with real processes: four module streamers -> stream-receiver -> HDF5, live view, forward.
 
 One ``daq-generator --module mK`` process per module stands in for the
-Lambda's per-module streamers (paper 3.1), a ``stream-receiver`` process
+Lambda's per-module streamers (docs/architecture.md#multi-module-detectors), a ``stream-receiver`` process
 configured with the modules' placement joins them; a user reads the file
 with h5py, looks at ``/last_frame`` and consumes the forwarded stream.
 """
