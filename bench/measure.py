@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -69,7 +70,7 @@ class Measurement:
 
 
 def parse_size(text: str) -> int:
-    """``20kB``, ``2MB``, ``1.5GB`` or plain bytes (decimal units, as the paper uses)."""
+    """``20kB``, ``2MB``, ``1.5GB`` or plain bytes (decimal units, as MAX IV's figures use)."""
     units = {"gb": 10**9, "mb": 10**6, "kb": 10**3, "b": 1}
     lowered = text.strip().lower()
     for unit, factor in units.items():
@@ -88,7 +89,7 @@ def make_case(size_text: str, target_bytes: int, min_frames: int, max_frames: in
     return Case(size_text, (height, width), frames)
 
 
-def _generator(endpoint: str, case: Case, filename: str) -> subprocess.Popen:
+def _generator(endpoint: str, case: Case, filename: str) -> subprocess.Popen[str]:
     args = [
         str(BIN / "daq-generator"),
         "--bind", endpoint,
@@ -103,7 +104,7 @@ def _generator(endpoint: str, case: Case, filename: str) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(proc: subprocess.Popen, name: str, timeout: float = 300) -> str:
+def _finish(proc: subprocess.Popen[str], name: str, timeout: float = 300) -> str:
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -214,8 +215,16 @@ class ReceiverProcess:
             args.append("--no-write")
         if config is not None:
             args += ["--config", str(config)]
-        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_ready()
+        try:
+            self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        except BaseException:
+            self._log.close()
+            raise
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()  # a receiver that never became ready is not left running
+            raise
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 60
@@ -229,8 +238,11 @@ class ReceiverProcess:
                 time.sleep(0.1)
         raise BenchError("stream-receiver did not start within 60 s")
 
-    def _status(self) -> dict:
-        return requests.get(f"{self.url}/status", timeout=5).json()
+    def _status(self) -> dict[str, Any]:
+        status = requests.get(f"{self.url}/status", timeout=5).json()
+        if not isinstance(status, dict):
+            raise BenchError(f"the receiver's /status is not a JSON object: {status!r:.200}")
+        return status
 
     def measure(self, case: Case) -> Measurement:
         settle(self._data_dir, case.warm_bytes)
@@ -257,7 +269,7 @@ class ReceiverProcess:
             peak_rss=self._peak_memory(),
         )
 
-    def wait_series_closed(self, series: int) -> dict:
+    def wait_series_closed(self, series: int) -> dict[str, Any]:
         """The receiver's status once it has closed its ``series``-th series."""
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 
 DanMAX runs a Pilatus3 2M at 250 frames/s; its frames arrive as whole CBF
 files (from ``pilatus-streamer``) that the workers decode and recompress to
-bslz4 (paper 3.2.2: MAX IV needed 8 workers). This case sends such a stream
+bslz4 (MAX IV needed 8 workers: docs/architecture.md#performance-anchors). This case sends such a stream
 from this process at the detector's rate - real CBF files of 1679 x 1475
 int32 synthetic frames, encoded once beforehand so that sending costs
 nothing - into a ``stream-receiver`` process with the ``cbf`` transform,
@@ -21,9 +21,10 @@ import zmq
 
 from bench.measure import BenchError, ReceiverProcess
 from protocols import stins
+from protocols.cbf import CbfHeader, encode
+from protocols.model import Buffer
 from sim.frames import synthetic_frame
 from sim.generator import Pacer
-from sim.pilatus.cbf import CbfHeader, encode
 
 SHAPE = (1679, 1475)
 RATE = 250.0
@@ -85,7 +86,7 @@ def _send(endpoint: str, filename: str, blobs: list[bytes], frames: int, rate: f
         time.sleep(0.5)
         number = 0
 
-        def send(parts: list) -> None:
+        def send(parts: list[Buffer]) -> None:
             nonlocal number
             push.send_multipart(parts, copy=False)
             number += 1

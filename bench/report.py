@@ -1,4 +1,7 @@
-"""The benchmark's results as a table, JSON and a plot like the paper's figures 5-7."""
+"""The benchmark's results as a table, JSON and a plot like MAX IV's published figures.
+
+See docs/architecture.md#performance-anchors for those figures.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ class Summary:
 
 
 def summarize(measurements: list[Measurement]) -> list[Summary]:
-    groups: dict[tuple, list[Measurement]] = defaultdict(list)
+    groups: dict[tuple[str, str, int, int, int, bool], list[Measurement]] = defaultdict(list)
     for m in measurements:
         groups[(m.kind, m.case, m.frame_bytes, m.workers, m.io_threads, m.write)].append(m)
     summaries = []
@@ -131,7 +134,7 @@ def to_json(summaries: list[Summary], measurements: list[Measurement], meta: dic
 
 
 def plot(summaries: list[Summary], path: Path) -> None:
-    """Frame rate and data rate against frame size, with and without writing (paper figs 5-7)."""
+    """Frame rate and data rate against frame size, with and without writing, as MAX IV plots them."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -112,4 +112,6 @@ def create_backend(name: str, options: Mapping[str, Any]) -> Backend:
         ) from None
     module_name, _, class_name = target.partition(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(backend_class, type) and issubclass(backend_class, Backend)):
+        raise BackendError(f"{target} is not a Backend")
     return backend_class.from_options(options)

@@ -1,4 +1,4 @@
-"""``DetectorDevice``: the MAX IV standard detector Tango device (DESIGN.md section 5).
+"""``DetectorDevice``: the MAX IV standard detector Tango device (docs/protocols.md#tango-detector-interface).
 
 Existing clients (Sardana, MAX IV scan scripts, jive, Taurus) drive it
 unchanged: they write ExposureTime, FrameTime, TriggerMode by label, nTriggers
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from tango import AttrWriteType, DevState, Except
@@ -24,13 +24,13 @@ from devices.change_events import ChangeEvents
 from devices.receiver_link import (
     EmbeddedReceiver,
     ReceiverLink,
-    ReceiverStatus,
     ReceiverUnreachable,
     RemoteReceiver,
     embedded_config,
 )
-from devices.settings import TRIGGER_MODE_HELP, AcquisitionSettings, TriggerMode
+from devices.settings import TRIGGER_MODE_HELP, SettingsError, TriggerMode, WrittenSettings
 from receiver.config import ConfigError
+from receiver.status import ReceiverStatus
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,12 @@ BACKEND_PROPERTIES = (
     "Compression",
 )
 
+
+
+def _refuse(reason: str, description: str, origin: str) -> NoReturn:
+    """Raise Tango's DevFailed, which clients show as the error (``reason``: its kind)."""
+    Except.throw_exception(reason, description, origin)
+    raise AssertionError("Except.throw_exception returned")  # it always raises
 
 class DetectorDevice(Device):
     """A detector and its stream-receiver, as one device a scan can drive."""
@@ -129,7 +135,7 @@ class DetectorDevice(Device):
 
     def init_device(self) -> None:
         super().init_device()
-        self._settings = AcquisitionSettings()
+        self._written = WrittenSettings.defaults()
         self._acquisition: Acquisition | None = None
         self._startup = "starting"
         self._pushed: tuple[DevState, str, int] | None = None
@@ -232,7 +238,7 @@ class DetectorDevice(Device):
 
     def _loop(self) -> Acquisition:
         if self._acquisition is None:
-            Except.throw_exception(
+            _refuse(
                 "DetectorNotReady",
                 f"the device could not start: {self._startup}",
                 "DetectorDevice",
@@ -242,22 +248,23 @@ class DetectorDevice(Device):
     def _settable(self, name: str) -> None:
         """Settings are refused while RUNNING: they would not apply to the series in progress."""
         if self.dev_state() == DevState.RUNNING:
-            Except.throw_exception(
+            _refuse(
                 "DetectorBusy",
                 f"cannot write {name} while RUNNING: call Stop or wait for state ON",
                 f"DetectorDevice.write_{name}",
             )
 
     def _update(self, name: str, **change: Any) -> None:
+        """Keep a written value; the settings are checked as a whole when Arm builds them."""
         self._settable(name)
-        self._settings = dataclasses.replace(self._settings, **change)
+        self._written = dataclasses.replace(self._written, **change)
 
     # Commands
 
     @command(doc_in="", doc_out="")
     def Arm(self) -> None:
         """Arm with the current settings; returns once the receiver has the file open (RUNNING)."""
-        self._run(lambda loop: loop.arm(self._settings), "Arm")
+        self._run(lambda loop: loop.arm(self._written.settings()), "Arm")
 
     @command
     def SoftwareTrigger(self) -> None:
@@ -273,8 +280,8 @@ class DetectorDevice(Device):
         loop = self._loop()
         try:
             action(loop)
-        except AcquisitionError as exc:
-            Except.throw_exception("DetectorError", str(exc), f"DetectorDevice.{name}")
+        except (AcquisitionError, SettingsError) as exc:
+            _refuse("DetectorError", str(exc), f"DetectorDevice.{name}")
 
     # Settings
 
@@ -287,11 +294,11 @@ class DetectorDevice(Device):
         doc="exposure (count) time of each frame",
     )
     def ExposureTime(self) -> float:
-        return self._settings.exposure_time
+        return self._written.exposure_time
 
     @ExposureTime.write
     def ExposureTime(self, value: float) -> None:
-        frame_time = max(self._settings.frame_time, value)
+        frame_time = max(self._written.frame_time, value)
         self._update("ExposureTime", exposure_time=value, frame_time=frame_time)
 
     @attribute(
@@ -303,15 +310,15 @@ class DetectorDevice(Device):
         doc="period of the frames within a trigger (>= ExposureTime)",
     )
     def FrameTime(self) -> float:
-        return self._settings.frame_time
+        return self._written.frame_time
 
     @FrameTime.write
     def FrameTime(self, value: float) -> None:
-        if value < self._settings.exposure_time:
-            Except.throw_exception(
+        if value < self._written.exposure_time:
+            _refuse(
                 "BadSetting",
                 f"FrameTime ({value:g} s) must be at least ExposureTime "
-                f"({self._settings.exposure_time:g} s)",
+                f"({self._written.exposure_time:g} s)",
                 "DetectorDevice.write_FrameTime",
             )
         self._update("FrameTime", frame_time=value)
@@ -325,11 +332,11 @@ class DetectorDevice(Device):
         doc="dead time between frames: FrameTime - ExposureTime (writing it sets FrameTime)",
     )
     def LatencyTime(self) -> float:
-        return self._settings.frame_time - self._settings.exposure_time
+        return self._written.frame_time - self._written.exposure_time
 
     @LatencyTime.write
     def LatencyTime(self, value: float) -> None:
-        self._update("LatencyTime", frame_time=self._settings.exposure_time + value)
+        self._update("LatencyTime", frame_time=self._written.exposure_time + value)
 
     @attribute(
         dtype=TriggerMode,
@@ -337,7 +344,7 @@ class DetectorDevice(Device):
         doc=TRIGGER_MODE_HELP,
     )
     def TriggerMode(self) -> TriggerMode:
-        return self._settings.trigger_mode
+        return self._written.trigger_mode
 
     @TriggerMode.write
     def TriggerMode(self, value: int) -> None:
@@ -351,7 +358,7 @@ class DetectorDevice(Device):
         doc="triggers in the series (INTERNAL: bursts run back to back)",
     )
     def nTriggers(self) -> int:
-        return self._settings.n_triggers
+        return self._written.n_triggers
 
     @nTriggers.write
     def nTriggers(self, value: int) -> None:
@@ -365,7 +372,7 @@ class DetectorDevice(Device):
         doc="frames taken for each trigger",
     )
     def nFramesPerTrigger(self) -> int:
-        return self._settings.frames_per_trigger
+        return self._written.frames_per_trigger
 
     @nFramesPerTrigger.write
     def nFramesPerTrigger(self, value: int) -> None:
@@ -378,7 +385,7 @@ class DetectorDevice(Device):
         "data root; empty: do not save (live view only)",
     )
     def DestinationFilename(self) -> str:
-        return self._settings.filename
+        return self._written.filename
 
     @DestinationFilename.write
     def DestinationFilename(self, value: str) -> None:
@@ -390,7 +397,7 @@ class DetectorDevice(Device):
         doc="the same as DestinationFilename (the name MAX IV's Pilatus clients use)",
     )
     def Filename(self) -> str:
-        return self._settings.filename
+        return self._written.filename
 
     @Filename.write
     def Filename(self, value: str) -> None:
@@ -404,11 +411,11 @@ class DetectorDevice(Device):
 
     @attribute(dtype=int, format="%d", doc="frames the current or last series will hold")
     def nFramesExpected(self) -> int:
-        return self._settings.n_triggers * self._settings.frames_per_trigger
+        return self._written.n_triggers * self._written.frames_per_trigger
 
     @attribute(dtype=str, doc="the receiver's state: idle, running or error")
     def ReceiverState(self) -> str:
-        return self._receiver_status().state
+        return str(self._receiver_status().state)
 
     @attribute(
         dtype=int, format="%d", doc="frames the receiver wrote in the current or last series"
@@ -418,7 +425,7 @@ class DetectorDevice(Device):
 
     @attribute(dtype=str, doc="the file the receiver writes (or last wrote)")
     def ReceiverFile(self) -> str:
-        return self._receiver_status().path
+        return self._receiver_status().filename
 
     @attribute(dtype=str, doc="the receiver in use: embedded (with its HTTP API) or remote URL")
     def ReceiverDescription(self) -> str:
@@ -435,7 +442,7 @@ class DetectorDevice(Device):
         try:
             image = self._loop().receiver.last_image()
         except ReceiverUnreachable as exc:
-            Except.throw_exception("ReceiverUnreachable", str(exc), "DetectorDevice.LastImage")
+            _refuse("ReceiverUnreachable", str(exc), "DetectorDevice.LastImage")
         if image is None:
             return np.zeros((0, 0), np.float32)
         while image.ndim > 2:
@@ -446,7 +453,7 @@ class DetectorDevice(Device):
         try:
             return self._loop().receiver.status()
         except ReceiverUnreachable as exc:
-            Except.throw_exception("ReceiverUnreachable", str(exc), "DetectorDevice")
+            _refuse("ReceiverUnreachable", str(exc), "DetectorDevice")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ reference only (decoding happens when a client asks).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 
 from protocols.model import Image, Message, SeriesStart
@@ -26,7 +27,7 @@ Ordered = Message | Malformed | Gap | Stale | Problem
 class OrderedSource(Protocol):
     """Where ordered messages come from: a reorderer, or the module matcher."""
 
-    def get_batch(self, timeout: float, limit: int) -> list[Ordered]: ...
+    def get_batch(self, timeout: float, limit: int) -> Sequence[Ordered]: ...
 
 
 class Collector(threading.Thread):
@@ -60,7 +61,7 @@ class Collector(threading.Thread):
             if batch:
                 limit = self._dispatch(batch)
 
-    def _dispatch(self, batch: list[Ordered]) -> int:
+    def _dispatch(self, batch: Sequence[Ordered]) -> int:
         """Count, hand the batch on, and return the size of the next batch.
 
         Batches are sized so that one holds about ``batch_bytes`` of frames: many

@@ -27,6 +27,13 @@ from receiver.reorder import Reorderer
 from receiver.series_reorder import SeriesReorderer
 from receiver.series_rotation import SeriesRotation
 from receiver.state import StatusBoard
+from receiver.status import (
+    ConfigSummary,
+    ForwarderStatus,
+    ModuleStatus,
+    Rates,
+    ReceiverStatus,
+)
 from receiver.stream_items import Malformed
 from receiver.transforms import build_pipeline, with_transforms
 from receiver.workers import Worker
@@ -48,20 +55,21 @@ class Receiver:
         self._context = zmq.Context(io_threads=config.io_threads)
         protocol = PROTOCOLS[config.protocol]
         self._matcher: ModuleMatcher | None = None
-        self._reorderer: Reorderer[Message | Malformed] | ModuleMatcher
+        reorderer: Reorderer[Message | Malformed] | None = None
+        self._source: Reorderer[Message | Malformed] | ModuleMatcher
         if config.modules:
-            self._reorderer = self._matcher = ModuleMatcher(
+            self._source = self._matcher = ModuleMatcher(
                 _module_layout(config),
                 config.reorder_window,
                 config.gap_timeout,
                 config.reorder_bytes,
             )
         elif protocol.series is None:
-            self._reorderer = Reorderer(
+            self._source = reorderer = Reorderer(
                 config.reorder_window, config.gap_timeout, config.reorder_bytes
             )
         else:
-            self._reorderer = SeriesReorderer(
+            self._source = reorderer = SeriesReorderer(
                 config.reorder_window, config.gap_timeout, config.reorder_bytes, protocol.series
             )
         self._writer = SeriesWriter(config, self.board, self._unreadable)
@@ -76,20 +84,18 @@ class Receiver:
             if config.forward
             else None
         )
-        self._collector = Collector(
-            self._reorderer, self._writer, self._forwarder, config.batch_bytes
-        )
+        self._collector = Collector(self._source, self._writer, self._forwarder, config.batch_bytes)
         transforms = build_pipeline(config.transforms)
-        if self._matcher is None:
+        if reorderer is not None:
             parse = with_transforms(protocol.parse, transforms)
             if protocol.series is not None and protocol.series.opener is None:
                 # Dectris headers may ask for a rotation; SLS streams send no header.
                 parse = SeriesRotation(config.gap_timeout).wrap(parse)
             self._workers = [
-                self._worker(i, config.connect, parse, self._reorderer, self._report_unreadable)
+                self._worker(i, config.connect, parse, reorderer, self._report_unreadable)
                 for i in range(config.workers)
             ]
-        else:
+        elif self._matcher is not None:
             parse = with_transforms(stins.parse_module, transforms)
             self._workers = [
                 self._worker(
@@ -152,7 +158,7 @@ class Receiver:
             worker.join()
         self._collector.stop()
         self._collector.join()
-        self._reorderer.close()
+        self._source.close()
         self._writer.stop()
         if self._forwarder is not None:
             self._forwarder.stop()
@@ -169,44 +175,57 @@ class Receiver:
 
     # The view the HTTP API serves.
 
-    def status(self) -> dict[str, Any]:
-        status = self.board.snapshot()
-        series = status["series"]
-        series["frames_received"] = self._collector.received_frames
+    def status_model(self) -> ReceiverStatus:
+        """The ``/status`` document, typed: what the API serves and an embedded device reads."""
+        received = self._collector.received_frames
+        board = self.board.snapshot(received)
         received_fps, received_bps = self._collector.rate.current()
         written_fps, written_bps = self._writer.rate.current()
-        status.update(
-            filename=series["path"] or series["filename"],
-            frames_received=self._collector.received_frames,
-            frames_written=series["frames_written"],
-            frames_missing=series["missing_count"],
-            rates={
-                "received_frames_per_s": round(received_fps, 1),
-                "received_mb_per_s": round(received_bps / 1e6, 2),
-                "written_frames_per_s": round(written_fps, 1),
-                "written_mb_per_s": round(written_bps / 1e6, 2),
-            },
+        return ReceiverStatus(
+            state=board.state,
+            error=board.error,
+            series_open=board.series_open,
+            series_count=board.series_count,
+            series=board.series,
+            last_series=board.last_series,
+            filename=board.series.path or board.series.filename,
+            frames_received=received,
+            frames_written=board.series.frames_written,
+            frames_missing=board.series.missing_count,
+            rates=Rates(
+                received_frames_per_s=round(received_fps, 1),
+                received_mb_per_s=round(received_bps / 1e6, 2),
+                written_frames_per_s=round(written_fps, 1),
+                written_mb_per_s=round(written_bps / 1e6, 2),
+            ),
             forwarder=self._forwarder_status(),
             unreadable_messages=sum(w.unreadable_count for w in self._workers),
-            modules=self._matcher.snapshot() if self._matcher is not None else None,
-            config={
-                "connect": self.config.endpoints,
-                "protocol": self.config.protocol,
-                "workers": self.config.workers,
-                "data_root": str(self.config.data_root.resolve()),
-                "write": self.config.write,
-            },
+            modules=(
+                [ModuleStatus.model_validate(m) for m in self._matcher.snapshot()]
+                if self._matcher is not None
+                else None
+            ),
+            config=ConfigSummary(
+                connect=self.config.endpoints,
+                protocol=self.config.protocol,
+                workers=self.config.workers,
+                data_root=str(self.config.data_root.resolve()),
+                write=self.config.write,
+            ),
         )
-        return status
 
-    def _forwarder_status(self) -> dict[str, Any] | None:
+    def status(self) -> dict[str, Any]:
+        """The ``/status`` document as JSON-ready data, for in-process callers that index it."""
+        return self.status_model().model_dump(mode="json")
+
+    def _forwarder_status(self) -> ForwarderStatus | None:
         if self._forwarder is None:
             return None
-        return {
-            "endpoint": self._forwarder.endpoint,
-            "sent": self._forwarder.sent,
-            "missed": self._forwarder.missed,
-        }
+        return ForwarderStatus(
+            endpoint=self._forwarder.endpoint,
+            sent=self._forwarder.sent,
+            missed=self._forwarder.missed,
+        )
 
     @property
     def received_frames(self) -> int:

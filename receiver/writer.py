@@ -12,7 +12,7 @@ import queue
 import shutil
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WriterItem = SeriesStart | Image | SeriesEnd | Malformed | Gap | Stale | Problem
-_STOP: list[WriterItem] = []
+_STOP: Sequence[WriterItem] = []
 """Queued after the last batch: the thread ends once it comes out (by identity, not content)."""
 SPACE_CHECK_BYTES = 64 * 1024**2
 
@@ -40,7 +40,7 @@ class SeriesWriter:
         self._config = config
         self._board = board
         self._unreadable = unreadable
-        self._queue: queue.Queue[list[WriterItem]] = queue.Queue(maxsize=config.writer_queue)
+        self._queue: queue.Queue[Sequence[WriterItem]] = queue.Queue(maxsize=config.writer_queue)
         self._file: NexusFile | None = None
         self._series_open = False
         self._bytes_since_check = 0
@@ -50,7 +50,7 @@ class SeriesWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, batch: list[WriterItem]) -> None:
+    def submit(self, batch: Sequence[WriterItem]) -> None:
         """Queue a batch of ordered messages; blocks while the queue is full (push-back)."""
         self._queue.put(batch)
 

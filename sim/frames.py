@@ -36,7 +36,10 @@ def synthetic_frame(
     """
     dtype = np.dtype(dtype)
     background = _background(tuple(int(n) for n in shape), dtype)
-    return np.add(background, _offset(frame + channel * CHANNEL_STEP, dtype), dtype=dtype)
+    pixels: np.ndarray = np.add(
+        background, _offset(frame + channel * CHANNEL_STEP, dtype), dtype=dtype
+    )
+    return pixels
 
 
 def encoded_frame(
@@ -52,7 +55,7 @@ def encoded_frame(
         return memoryview(bslz4.compress(pixels))
     if compression != "none":
         raise ValueError(f"unknown compression {compression!r} (expected none or bslz4)")
-    return memoryview(pixels).cast("B")
+    return pixels.data.cast("B")
 
 
 @lru_cache(maxsize=4)
@@ -74,7 +77,9 @@ def _offset(frame: int, dtype: np.dtype) -> np.generic:
     number valid for any pixel type; the add itself then wraps per pixel.
     """
     if dtype.kind == "f":
-        return dtype.type(frame)
+        value: np.generic = dtype.type(frame)
+        return value
     info = np.iinfo(dtype)
     span = int(info.max) - int(info.min) + 1
-    return dtype.type((frame - int(info.min)) % span + int(info.min))
+    wrapped: np.generic = dtype.type((frame - int(info.min)) % span + int(info.min))
+    return wrapped

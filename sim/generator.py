@@ -218,7 +218,8 @@ def frame_order(frames: int, out_of_order: bool, seed: int) -> list[int]:
     """Trigger indices in sending order; shuffled with ``seed`` so a test can reproduce it."""
     if not out_of_order:
         return list(range(frames))
-    return np.random.default_rng(seed).permutation(frames).tolist()
+    order: list[int] = np.random.default_rng(seed).permutation(frames).tolist()
+    return order
 
 
 class StreamGenerator:
@@ -229,7 +230,9 @@ class StreamGenerator:
     context manager: closing waits (at most ``timeout_s``) for queued data.
     """
 
-    def __init__(self, settings: GeneratorSettings, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self, settings: GeneratorSettings, context: zmq.Context[zmq.Socket[bytes]] | None = None
+    ) -> None:
         self.settings = settings
         self._own_context = context is None
         self._context = zmq.Context() if context is None else context
@@ -309,7 +312,7 @@ class StreamGenerator:
         self._socket.close(linger=linger_ms)
         self._close_context()
 
-    def _open_socket(self) -> zmq.Socket:
+    def _open_socket(self) -> zmq.Socket[bytes]:
         s = self.settings
         socket = self._context.socket(zmq.PUSH)
         socket.setsockopt(zmq.SNDHWM, s.send_hwm)

@@ -1,7 +1,7 @@
 """A multi-module detector's streams: one STINS stream per module, each from its own socket.
 
-As MAX IV's Lambda streamers send them (PROTOCOLS.md, "Multi-module
-detectors"): each module stream numbers its own messages (header, frames,
+As MAX IV's Lambda streamers send them (docs/protocols.md#multi-module-stins):
+each module stream numbers its own messages (header, frames,
 series end, so the streams carry the same ``msg_number`` for the same
 message); the header's 2nd part places the module (``x``, ``y``,
 ``rotation`` in degrees, ``full_shape``); each image announces the stack of
@@ -63,7 +63,9 @@ def full_frame(frame: int, full_shape: tuple[int, int], dtype: str) -> np.ndarra
 class ModuleStreams:
     """The module streams of one detector (or of the one module ``settings.module`` names)."""
 
-    def __init__(self, settings: GeneratorSettings, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self, settings: GeneratorSettings, context: zmq.Context[zmq.Socket[bytes]] | None = None
+    ) -> None:
         geometry = settings.module_geometry
         if geometry is None:
             raise ValueError("ModuleStreams needs settings with modules or a geometry")
@@ -152,9 +154,7 @@ class ModuleStreams:
         chunks = [1, *s.shape]
         for frame in frame_order(s.frames, s.out_of_order, s.seed):
             pixels = module_pixels(full_frame(frame, geometry.full_shape, s.dtype), place, s.shape)
-            blob = (
-                bslz4.compress(pixels) if s.compression == "bslz4" else memoryview(pixels).cast("B")
-            )
+            blob = bslz4.compress(pixels) if s.compression == "bslz4" else pixels.data.cast("B")
             yield stins.encode_image(
                 self._number(module), frame, blob, stacked, s.dtype, s.compression, chunks=chunks
             )

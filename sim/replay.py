@@ -2,7 +2,7 @@
 
 A capture is a CBOR sequence (RFC 8742), optionally gzipped (``*.cbors.gz``):
 each item is an array of byte strings, the parts of one ZeroMQ message, in
-the order they were received (the format of ``shared/data``). The player
+the order they were received (the format of the captures in ``tests/data``). The player
 binds a PUSH socket like the generator (or connects), and can substitute
 what a control system would have set on the detector: the destination file
 name (Dectris v1 ``header_appendix``, v2 ``user_data``, STINS ``filename``)
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cbor2
 import orjson
@@ -40,10 +41,9 @@ class CaptureError(ValueError):
 
 def read_capture(path: Path) -> list[Message]:
     """The messages of a capture file (gzipped when its name ends in ``.gz``)."""
-    opener = gzip.open if path.suffix == ".gz" else open
     messages: list[Message] = []
     try:
-        with opener(path, "rb") as stream:
+        with _open_capture(path) as stream:
             while True:
                 try:
                     item = cbor2.load(stream)
@@ -62,6 +62,15 @@ def read_capture(path: Path) -> list[Message]:
     if not messages:
         raise CaptureError(f"{path} holds no messages")
     return messages
+
+
+def _open_capture(path: Path) -> IO[bytes]:
+    """The capture's bytes, gunzipped when its name ends in ``.gz``."""
+    if path.suffix == ".gz":
+        # A GzipFile is not an IO[bytes] to the type checker; the buffered reader
+        # around it is, and reads the same bytes (closing it closes the GzipFile).
+        return io.BufferedReader(gzip.open(path, "rb"))
+    return path.open("rb")
 
 
 def detect_protocol(messages: Sequence[Message]) -> str:
@@ -164,22 +173,36 @@ def _stins(message: Message, filename: str | None) -> Message:
 
 
 def _has_end(messages: Sequence[Message], protocol: str) -> bool:
-    last = messages[-1][0]
+    fields = _last_fields(messages, protocol)
     if protocol == "dectris-v2":
-        return cbor2.loads(last).get("type") == "end"
-    htype = orjson.loads(last).get("htype")
-    return htype in (eiger_stream1.END, "series_end")
+        return fields.get("type") == "end"
+    return fields.get("htype") in (eiger_stream1.END, "series_end")
 
 
 def _end(messages: Sequence[Message], protocol: str) -> Message:
     """The end of the series the capture's last message belongs to."""
+    fields = _last_fields(messages, protocol)
+    key = {"dectris-v2": "series_id", "dectris-v1": "series"}.get(protocol)
+    if key is not None and key not in fields:
+        raise CaptureError(f"the capture's last message has no {key}: cannot add its end")
     if protocol == "dectris-v2":
-        fields = cbor2.loads(messages[-1][0])
         return eiger_stream2.encode_end(fields["series_id"], fields.get("series_unique_id", ""))
-    fields = orjson.loads(messages[-1][0])
     if protocol == "dectris-v1":
         return eiger_stream1.encode_series_end(fields["series"])
-    return stins.encode_series_end(fields.get("msg_number", -1) + 1)
+    # STINS encodes into Buffer parts; they are bytes, and a capture's parts are bytes.
+    return [bytes(part) for part in stins.encode_series_end(fields.get("msg_number", -1) + 1)]
+
+
+def _last_fields(messages: Sequence[Message], protocol: str) -> Mapping[str, Any]:
+    """The fields of the capture's last message (CBOR for v2, JSON otherwise)."""
+    last = messages[-1][0]
+    try:
+        fields = cbor2.loads(last) if protocol == "dectris-v2" else orjson.loads(last)
+    except (ValueError, cbor2.CBORDecodeError):
+        fields = None
+    if not isinstance(fields, Mapping):  # cbor2 decodes a map as a frozendict, not a dict
+        raise CaptureError(f"the capture's last message is not a {protocol} message")
+    return fields
 
 
 def build_parser() -> argparse.ArgumentParser:

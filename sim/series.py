@@ -35,18 +35,32 @@ class SeriesMessages(Protocol):
 
 
 class Settings(Protocol):
-    """What of the generator's settings a series needs (see sim.generator.GeneratorSettings)."""
+    """What of the generator's settings a series needs (see sim.generator.GeneratorSettings).
 
-    protocol: str
-    frames: int
-    shape: tuple[int, ...]
-    dtype: str
-    compression: str
-    meta: dict[str, Any] | None
-    header_detail: str
-    thresholds: int
-    series_id: int
-    rate: float
+    Read-only, as a series only reads them; so the frozen settings model, whose
+    fields are narrower (``Literal``) types, fits.
+    """
+
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def compression(self) -> str: ...
+    @property
+    def meta(self) -> dict[str, Any] | None: ...
+    @property
+    def header_detail(self) -> str: ...
+    @property
+    def thresholds(self) -> int: ...
+    @property
+    def series_id(self) -> int: ...
+    @property
+    def rate(self) -> float: ...
 
 
 class StinsSeries:

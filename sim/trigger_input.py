@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable
 
@@ -25,7 +26,10 @@ class TriggerInput(threading.Thread):
     """Calls ``on_pulse(width_s)`` for every pulse received on ``endpoint``."""
 
     def __init__(
-        self, context: zmq.Context, endpoint: str, on_pulse: Callable[[float], None]
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        endpoint: str,
+        on_pulse: Callable[[float], None],
     ) -> None:
         super().__init__(name="trigger-input", daemon=True)
         self._socket = context.socket(zmq.PULL)
@@ -65,8 +69,9 @@ def _pulse_width(message: bytes) -> float | None:
     except (ValueError, AttributeError, TypeError):
         logger.warning("trigger input: ignored unreadable pulse %r", message[:80])
         return None
-    if width < 0:
-        logger.warning("trigger input: ignored pulse of negative width %g s", width)
+    if not math.isfinite(width) or width < 0:
+        # JSON as Python writes it can carry NaN and Infinity; a gate cannot last that long.
+        logger.warning("trigger input: ignored pulse of width %g s", width)
         return None
     return width
 

@@ -31,7 +31,7 @@ def wait_for(probe: Callable[[], T], timeout: float, what: str) -> T:
 @contextlib.contextmanager
 def child_process(
     args: list[str], log: Path, env: Mapping[str, str] | None = None
-) -> Iterator[subprocess.Popen]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """A child process, output to ``log``, ended with SIGINT (SIGKILL after 15 s) on exit."""
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)

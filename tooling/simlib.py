@@ -49,7 +49,8 @@ def simulator_class(simdd: Path, device_name: str) -> type[tango.server.Device]:
     ):
         models = generator.configure_device_models(files, test_device_name=device_name)
         _restore_types(models, json.loads(simdd.read_text()))
-        device_class = generator.get_tango_device_server(models, files)[0]
+        server_classes = generator.get_tango_device_server(models, files)
+        device_class: type[tango.server.Device] = server_classes[0]
     device_class.initialize_dynamic_commands = _add_bound_commands
     return device_class
 

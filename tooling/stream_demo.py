@@ -13,6 +13,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -24,11 +25,13 @@ logger = logging.getLogger("daq-stream-demo")
 BIN = Path(sys.executable).parent
 
 
-def _status(url: str) -> dict | None:
+def _status(url: str) -> dict[str, Any] | None:
+    """The receiver's ``/status``; None while it does not answer with a JSON object."""
     try:
-        return requests.get(f"{url}/status", timeout=2).json()
+        status = requests.get(f"{url}/status", timeout=2).json()
     except requests.RequestException:
         return None
+    return status if isinstance(status, dict) else None
 
 
 def run(data_root: Path, frames: int, rate: float, shape: list[int], workers: int) -> Path:
@@ -69,7 +72,7 @@ def run(data_root: Path, frames: int, rate: float, shape: list[int], workers: in
     return path
 
 
-def _follow(url: str, frames: int) -> dict:
+def _follow(url: str, frames: int) -> dict[str, Any]:
     """Print progress until the receiver has closed the series."""
     shown = -1
     deadline = time.monotonic() + 120 + frames

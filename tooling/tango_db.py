@@ -55,7 +55,9 @@ def database_command(port: int) -> list[str]:
     ]
 
 
-def start_database(port: int, db_file: Path, log: Path, timeout: float = 30) -> subprocess.Popen:
+def start_database(
+    port: int, db_file: Path, log: Path, timeout: float = 30
+) -> subprocess.Popen[bytes]:
     """Start DatabaseDS (sqlite file ``db_file``) on 127.0.0.1:``port``; return once it answers."""
     tango_host = f"127.0.0.1:{port}"
     with log.open("ab") as out:
@@ -75,7 +77,7 @@ def start_database(port: int, db_file: Path, log: Path, timeout: float = 30) -> 
 
 
 def wait_for_database(
-    tango_host: str, timeout: float, proc: subprocess.Popen | None = None
+    tango_host: str, timeout: float, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -111,6 +113,8 @@ def load_config(
         data = json.loads(config.read_text())
     except (OSError, ValueError) as exc:
         raise TangoDbError(f"cannot read the Tango configuration {config}: {exc}") from None
+    if not isinstance(data, dict):
+        raise TangoDbError(f"the Tango configuration {config} is not a JSON object")
     for key, value in (properties or {}).items():
         device, _, name = key.rpartition("/")
         _device_entry(data, device)["properties"][name] = list(value)
@@ -125,6 +129,8 @@ def load_config(
             timeout=120,
             check=False,
         )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TangoDbError(f"json2tango could not load {config}: {exc}") from None
     finally:
         os.unlink(tmp.name)
     if result.returncode not in JSON2TANGO_OK:
@@ -137,9 +143,12 @@ def _device_entry(data: dict[str, Any], device: str) -> dict[str, Any]:
         for classes in instances.values():
             for devices in classes.values():
                 for name, entry in devices.items():
-                    if name.lower() == device.lower():
-                        entry.setdefault("properties", {})
-                        return entry
+                    if name.lower() != device.lower():
+                        continue
+                    if not isinstance(entry, dict):
+                        raise TangoDbError(f"device {device!r}: its configuration is not an object")
+                    entry.setdefault("properties", {})
+                    return entry
     raise TangoDbError(f"device {device!r} is not in the configuration")
 
 

@@ -13,7 +13,7 @@ detectors answered): limits, units and the float/int/uint ranges
 DLS's odin-detector Eiger simulator); keys of SIMPLON 1.8 as DLS's fastcs-eiger
 introspects them (``wavelength`` and the ``error`` status are served but
 missing from ``keys``, as on a real detector); the detector configuration keys
-and values of the real EIGER1 1M capture in ``shared/data``
+and values of the real EIGER1 1M capture in ``tests/data``
 (``detector_config.json``).
 """
 
@@ -135,10 +135,10 @@ class Param:
         integral_float = isinstance(value, float) and value.is_integer()
         if isinstance(value, bool) or not (isinstance(value, int) or integral_float):
             raise ParameterError(f"{self.key} takes a whole number, not {_show(value)}")
-        value = int(value)
-        if self.value_type is ValueType.UINT and value < 0:
-            raise ParameterError(f"{self.key} takes a number >= 0, not {value}")
-        return value
+        number = int(value)
+        if self.value_type is ValueType.UINT and number < 0:
+            raise ParameterError(f"{self.key} takes a number >= 0, not {number}")
+        return number
 
     def _check_limits(self, value: Any) -> None:
         if self.allowed is not None and value not in self.allowed:
@@ -361,15 +361,15 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "filewriter": ("clear", "initialize"),
 }
 
-STREAM_DEFAULTS = {
+STREAM_DEFAULTS: dict[str, Any] = {
     "mode": "enabled",
     "header_detail": "all",
     "header_appendix": "",
     "image_appendix": "",
     "format": "legacy",
 }
-MONITOR_DEFAULTS = {"mode": "disabled", "buffer_size": 10, "discard_new": False}
-FILEWRITER_DEFAULTS = {
+MONITOR_DEFAULTS: dict[str, Any] = {"mode": "disabled", "buffer_size": 10, "discard_new": False}
+FILEWRITER_DEFAULTS: dict[str, Any] = {
     "mode": "disabled",
     "nimages_per_file": 1000,
     "image_nr_start": 1,

@@ -28,7 +28,7 @@ class SeriesConfig:
 
     ``detector`` holds the detector configuration at arm exactly as the
     ``dheader-1.0`` configuration part carries it: the keys of the real
-    capture in ``shared/data``, sorted, with their current values (the
+    capture in ``tests/data``, sorted, with their current values (the
     defaults are the capture's; ``data_collection_date`` is the arm time).
     ``extra_config`` holds the other detector settings (``threshold/1/energy``,
     ``threshold/1/mode``, ``counting_mode``), ``pixel_mask`` the mask
@@ -50,20 +50,20 @@ class SeriesConfig:
 
     @property
     def header_detail(self) -> str:
-        return self.stream["header_detail"]
+        return str(self.stream["header_detail"])
 
     @property
     def header_appendix(self) -> str:
-        return self.stream["header_appendix"]
+        return str(self.stream["header_appendix"])
 
     @property
     def image_appendix(self) -> str:
-        return self.stream["image_appendix"]
+        return str(self.stream["image_appendix"])
 
     @property
     def format(self) -> str:
         """``legacy`` (stream v1, JSON multipart) or ``cbor`` (stream v2)."""
-        return self.stream["format"]
+        return str(self.stream["format"])
 
     @property
     def shape(self) -> tuple[int, int]:
