@@ -52,11 +52,11 @@ BACKEND_PROPERTIES = (
 )
 
 
-
 def _refuse(reason: str, description: str, origin: str) -> NoReturn:
     """Raise Tango's DevFailed, which clients show as the error (``reason``: its kind)."""
     Except.throw_exception(reason, description, origin)
     raise AssertionError("Except.throw_exception returned")  # it always raises
+
 
 class DetectorDevice(Device):
     """A detector and its stream-receiver, as one device a scan can drive."""
