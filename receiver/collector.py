@@ -13,15 +13,15 @@ from typing import Protocol
 
 from protocols.model import Image, Message, SeriesStart
 from receiver.forwarder import Forwarder
-from receiver.reorder import Gap, Stale
+from receiver.reorder import Gap, OutOfTurn, Placed, Stale
 from receiver.state import RateMeter
 from receiver.stream_items import Malformed, Problem
-from receiver.writer import SeriesWriter
+from receiver.writer import SeriesWriter, WriterItem
 
 POLL_S = 0.2
 MAX_BATCH = 256
 
-Ordered = Message | Malformed | Gap | Stale | Problem
+Ordered = Message | Malformed | Gap | Stale | Problem | Placed | OutOfTurn[Message | Malformed]
 
 
 class OrderedSource(Protocol):
@@ -68,7 +68,8 @@ class Collector(threading.Thread):
         small frames per hand-over, few large ones, memory bounded either way.
         """
         received, frames, nbytes, last = self.received_frames, 0, 0, None
-        for item in batch:
+        for entry in batch:
+            item = entry.item if isinstance(entry, OutOfTurn) else entry
             if isinstance(item, Image):
                 received += 1
                 frames += 1
@@ -81,11 +82,25 @@ class Collector(threading.Thread):
         if last is not None:
             self.last_frame = last
             self.rate.add(frames, nbytes)
-        self._writer.submit(batch)
+        self._writer.submit(_for_the_writer(batch))
         if self._forwarder is not None:
-            for item in batch:
-                if not isinstance(item, Malformed | Gap | Stale | Problem):
-                    self._forwarder.forward(item)
+            for ordered in batch:
+                if isinstance(ordered, Placed):
+                    self._forwarder.skip()
+                elif isinstance(ordered, OutOfTurn):
+                    if ordered.late:
+                        self._forwarder.count_missed()
+                elif not isinstance(ordered, Malformed | Gap | Stale | Problem):
+                    self._forwarder.forward(ordered)
         if last is None:
             return MAX_BATCH
         return max(1, min(MAX_BATCH, self._batch_bytes // max(1, len(last.data))))
+
+
+def _for_the_writer(batch: Sequence[Ordered]) -> list[WriterItem]:
+    """The batch as the file takes it: every frame, in or out of turn, and no marks."""
+    return [
+        item.item if isinstance(item, OutOfTurn) else item
+        for item in batch
+        if not isinstance(item, Placed)
+    ]

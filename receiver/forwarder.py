@@ -73,6 +73,17 @@ class Forwarder(threading.Thread):
             self._buffered += size
             self._cond.notify()
 
+    def skip(self) -> None:
+        """Count a frame that cannot be forwarded in its place (it went to the file ahead of
+        its turn); its number is left out, so the consumer sees the gap."""
+        self._next += 1
+        self.count_missed()
+
+    def count_missed(self) -> None:
+        """Count a frame that came too late for its place in the forwarded stream."""
+        with self._cond:
+            self.missed += 1
+
     def run(self) -> None:
         try:
             while True:

@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from protocols.model import Image, Message, ModulePlacement, SeriesEnd, SeriesStart
-from receiver.reorder import Gap, Reorderer, Stale
+from receiver.reorder import Gap, OutOfTurn, Placed, Reorderer, Stale
 from receiver.stream_items import Malformed
 
 
@@ -39,7 +39,8 @@ class ModuleState(StrEnum):
     ABSENT = "absent"
     """Sent no header for this series in time; may still join with one."""
     EXCLUDED = "excluded"
-    """Named another file than the other modules: left out of this series."""
+    """Left out of this series: it named another file than the other modules, or (placed
+    by its headers) its header came too late or did not place it."""
 
 
 def module_label(placement: ModulePlacement) -> str:
@@ -100,7 +101,8 @@ class ModuleFeed:
         items = self.input.take_ready(room)
         if not items:
             return False
-        self.inbox.extend(items)
+        # Module inputs are built without frame_of: nothing of theirs goes ahead of its turn.
+        self.inbox.extend(item for item in items if not isinstance(item, Placed | OutOfTurn))
         self.last_taken = now
         return True
 

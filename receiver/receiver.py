@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 
 from protocols import stins
-from protocols.model import Image, Message, ModuleLayout, ModulePlacement
+from protocols.model import Image, Message, ModuleLayout, ModulePlacement, SeriesEnd
 from receiver.collector import Collector
 from receiver.config import ReceiverConfig
 from receiver.forwarder import Forwarder
@@ -66,11 +66,19 @@ class Receiver:
             )
         elif protocol.series is None:
             self._source = reorderer = Reorderer(
-                config.reorder_window, config.gap_timeout, config.reorder_bytes
+                config.reorder_window,
+                config.gap_timeout,
+                config.reorder_bytes,
+                frame_of=_storable_frame,
+                ends_series=_is_series_end,
             )
         else:
             self._source = reorderer = SeriesReorderer(
-                config.reorder_window, config.gap_timeout, config.reorder_bytes, protocol.series
+                config.reorder_window,
+                config.gap_timeout,
+                config.reorder_bytes,
+                protocol.series,
+                frame_of=_storable_frame,
             )
         self._writer = SeriesWriter(config, self.board, self._unreadable)
         self._forwarder = (
@@ -266,13 +274,42 @@ class Receiver:
         }
 
 
+def _storable_frame(item: Message | Malformed) -> int | None:
+    """The frame number of a frame the file can store ahead of its turn; None: keep its place.
+
+    A frame flagged discard takes no place in the file, so the places of the
+    frames after it depend on it: it keeps its turn.
+    """
+    if isinstance(item, Image) and not item.discard:
+        return item.frame
+    return None
+
+
+def _is_series_end(item: Message | Malformed) -> bool:
+    return isinstance(item, SeriesEnd)
+
+
 def _module_layout(config: ReceiverConfig) -> ModuleLayout:
-    """The modules' placement as the matcher, the file and the assembly use it."""
+    """The modules' placement as the matcher, the file and the assembly use it.
+
+    Modules the configuration does not place (a MAX IV Lambda entry) are
+    placed by their headers at each series: a HeaderPlacedLayout.
+    """
+    from receiver.module_placement import HeaderPlacedLayout
+
+    if not all(m.placed for m in config.modules):
+        return HeaderPlacedLayout(
+            modules=tuple(ModulePlacement(m.name, m.connect, 0, 0, 0) for m in config.modules),
+            full_shape=config.full_shape or (0, 0),
+            fill_value=config.fill_value,
+            shape_given=config.full_shape is not None,
+        )
     if config.full_shape is None:
         raise ValueError("modules need full_shape")
     return ModuleLayout(
         modules=tuple(
-            ModulePlacement(m.name, m.connect, m.x, m.y, m.rotation % 4) for m in config.modules
+            ModulePlacement(m.name, m.connect, m.x or 0, m.y or 0, (m.rotation or 0) % 4)
+            for m in config.modules
         ),
         full_shape=config.full_shape,
         fill_value=config.fill_value,

@@ -17,13 +17,27 @@ Two situations end a wait for a message that will never come:
 Messages that can no longer be delivered in order (older than the one
 expected once the wait timed out, leftovers of a numbering that restarted, a
 number seen twice) are dropped and reported as :class:`Stale`.
+
+A full window never holds up a frame that the file can take: the file needs
+no order (a frame is stored at the index of its frame number), only the
+forwarded stream does. A frame of the open series that does not fit is
+handed on *ahead of its turn* (given a ``frame_of`` that says which frame it
+is) and leaves a :class:`Placed` mark where it belongs in the order, which
+the forwarder counts as not forwarded. Without this, the frame the window
+waits for could sit in the socket of a worker that is itself waiting for
+room, until ``gap_timeout`` gave it up: the frame would arrive, and be lost.
+Only frames whose number matches their place (``seq`` = header + 1 + frame,
+as STINS senders number them) go ahead, so a frame of a later series whose
+header is still on its way is never taken for one of the open series; such
+frames wait for room as before, which cannot deadlock: everything the open
+series still needs was sent before them and is in no socket behind them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -48,6 +62,21 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class Placed:
+    """The place in the order of a frame that was handed on ahead of its turn."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfTurn(Generic[T]):
+    """A frame for the file only, out of the order: ahead of its turn, or ``late`` after it."""
+
+    item: T
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Stale:
     """Messages dropped because a restart overtook them (``count`` of them)."""
 
@@ -63,10 +92,17 @@ class Reorderer(Generic[T]):
         gap_timeout: float,
         window_bytes: int | None = None,
         shared: tuple[threading.Lock, threading.Condition] | None = None,
+        frame_of: Callable[[T], int | None] | None = None,
+        ends_series: Callable[[T], bool] | None = None,
     ) -> None:
         """``shared``: a lock and a condition on it that several reorderers share, so
         that one consumer can wait on all of them (the module matcher); the
-        condition is notified whenever something is added."""
+        condition is notified whenever something is added.
+
+        ``frame_of``: the frame number of an item the file may take ahead of its
+        turn (None for one that must keep its place: headers, ends, frames
+        flagged discard); ``ends_series``: true for an item that closes the
+        open series. Without them nothing goes ahead of its turn."""
         if window < 1:
             raise ValueError("window must be at least 1")
         self._window = window
@@ -79,11 +115,17 @@ class Reorderer(Generic[T]):
         else:
             self._lock, self._can_get = shared
         self._can_put = threading.Condition(self._lock)
-        self._pending: dict[int, tuple[T, bool, int]] = {}
+        self._pending: dict[int, tuple[T | Placed, bool, int]] = {}
         self._next: int | None = None
         self._closed = False
         self._stalled_since: float | None = None
         self._stale = 0
+        self._frame_of = frame_of
+        self._ends_series = ends_series
+        self._open_header: int | None = None
+        self._ahead: list[OutOfTurn[T]] = []
+        self._ahead_bytes = 0
+        self._marks = 0
 
     def put(self, seq: int, item: T, is_header: bool = False, nbytes: int = 0) -> None:
         """Add one item (see :meth:`put_many`)."""
@@ -98,9 +140,8 @@ class Reorderer(Generic[T]):
         """
         with self._lock:
             for seq, item, is_header, nbytes in entries:
-                while not (self._closed or is_header or seq == self._next or self._fits(nbytes)):
-                    self._can_get.notify()
-                    self._can_put.wait()
+                if self._wait_for_room(seq, item, is_header, nbytes):
+                    continue
                 if seq in self._pending:
                     self._stale += 1
                     self._pending_bytes -= self._pending[seq][2]
@@ -108,10 +149,74 @@ class Reorderer(Generic[T]):
                 self._pending_bytes += nbytes
             self._can_get.notify()
 
+    def _wait_for_room(self, seq: int, item: T, is_header: bool, nbytes: int) -> bool:
+        """Wait until the item may be added; True when it went to the file out of turn instead.
+
+        A frame of the open series whose place the order has passed (its wait
+        timed out) still goes to the file: late for the forwarded stream, not
+        for the file.
+        """
+        while not (self._closed or is_header or seq == self._next or self._fits(nbytes)):
+            if self._may_go_ahead(seq, item) and self._ahead_fits(nbytes):
+                self._go_ahead(seq, item, nbytes)
+                return True
+            if self._is_late_frame(seq, item) and self._ahead_fits(nbytes):
+                self._hand_on_late(item, nbytes)
+                return True
+            self._can_get.notify()
+            self._can_put.wait()
+        if self._is_late_frame(seq, item):
+            self._hand_on_late(item, nbytes)
+            return True
+        return False
+
+    def _is_late_frame(self, seq: int, item: T) -> bool:
+        """A frame of the open series whose place the order has already passed."""
+        header, expected = self._open_header, self._next
+        if self._frame_of is None or header is None or expected is None or seq >= expected:
+            return False
+        frame = self._frame_of(item)
+        return frame is not None and seq == header + 1 + frame
+
+    def _hand_on_late(self, item: T, nbytes: int) -> None:
+        self._ahead.append(OutOfTurn(item, late=True))
+        self._ahead_bytes += nbytes
+
     def _fits(self, nbytes: int) -> bool:
-        if len(self._pending) >= self._window:
+        if len(self._pending) - self._marks >= self._window:
             return False
         return self._window_bytes is None or self._pending_bytes + nbytes <= self._window_bytes
+
+    def _may_go_ahead(self, seq: int, item: T) -> bool:
+        """A frame of the open series, at the place its frame number gives it, not yet here."""
+        header, expected = self._open_header, self._next
+        if self._frame_of is None or header is None or expected is None:
+            return False
+        frame = self._frame_of(item)
+        if frame is None or seq != header + 1 + frame or seq <= expected or seq in self._pending:
+            return False
+        for pending_seq, (pending, is_header, _) in self._pending.items():
+            if pending_seq < seq and (is_header or self._ends(pending)):
+                return False  # the item may be of the next series
+        return True
+
+    def _ends(self, item: T | Placed) -> bool:
+        if isinstance(item, Placed) or self._ends_series is None:
+            return False
+        return self._ends_series(item)
+
+    def _ahead_fits(self, nbytes: int) -> bool:
+        if not self._ahead:
+            return True
+        if len(self._ahead) >= self._window:
+            return False
+        return self._window_bytes is None or self._ahead_bytes + nbytes <= self._window_bytes
+
+    def _go_ahead(self, seq: int, item: T, nbytes: int) -> None:
+        self._ahead.append(OutOfTurn(item))
+        self._ahead_bytes += nbytes
+        self._pending[seq] = (Placed(seq), False, 0)
+        self._marks += 1
 
     def close(self) -> None:
         """Wake everyone up; ``get`` returns nothing and ``put`` stops blocking."""
@@ -120,12 +225,14 @@ class Reorderer(Generic[T]):
             self._can_get.notify_all()
             self._can_put.notify_all()
 
-    def get(self, timeout: float) -> T | Gap | Stale | None:
+    def get(self, timeout: float) -> T | Gap | Stale | Placed | OutOfTurn[T] | None:
         """The next item in order, a :class:`Gap` or :class:`Stale` report, or None on timeout."""
         batch = self.get_batch(timeout, 1)
         return batch[0] if batch else None
 
-    def get_batch(self, timeout: float, limit: int) -> list[T | Gap | Stale]:
+    def get_batch(
+        self, timeout: float, limit: int
+    ) -> list[T | Gap | Stale | Placed | OutOfTurn[T]]:
         """Up to ``limit`` consecutive items (and reports) in order; empty on timeout or close.
 
         Taking what is ready in one go costs one wake-up per batch instead of
@@ -144,9 +251,11 @@ class Reorderer(Generic[T]):
                 self._can_get.wait(min(remaining, self._gap_wait()))
             return []
 
-    def take_ready(self, limit: int) -> list[T | Gap | Stale]:
+    def take_ready(self, limit: int) -> list[T | Gap | Stale | Placed | OutOfTurn[T]]:
         """Up to ``limit`` items that are ready now; the caller holds the (shared) lock."""
-        batch: list[T | Gap | Stale] = []
+        batch: list[T | Gap | Stale | Placed | OutOfTurn[T]] = list(self._ahead)
+        self._ahead.clear()
+        self._ahead_bytes = 0
         while len(batch) < limit and (ready := self._take_next()) is not None:
             batch.append(ready)
         if batch:
@@ -168,7 +277,7 @@ class Reorderer(Generic[T]):
             return self._gap_timeout
         return max(0.0, self._stalled_since + self._gap_timeout - time.monotonic())
 
-    def _take_next(self) -> T | Gap | Stale | None:
+    def _take_next(self) -> T | Gap | Stale | Placed | OutOfTurn[T] | None:
         if self._stale:
             count, self._stale = self._stale, 0
             return Stale(count)
@@ -189,7 +298,7 @@ class Reorderer(Generic[T]):
         self._stalled_since = None
         return self._skip()
 
-    def _skip(self) -> T | Gap | Stale:
+    def _skip(self) -> T | Gap | Stale | Placed | OutOfTurn[T]:
         """The wait timed out: drop late arrivals, or report the gap and move past it."""
         if self._next is not None:
             late = [seq for seq in self._pending if seq < self._next]
@@ -222,7 +331,7 @@ class Reorderer(Generic[T]):
             return None
         return first
 
-    def _restart_at(self, seq: int) -> T | Stale:
+    def _restart_at(self, seq: int) -> T | Stale | Placed:
         """Start the new numbering at header ``seq``.
 
         Leftovers of the old numbering are the pending messages below the
@@ -240,13 +349,26 @@ class Reorderer(Generic[T]):
         return self._release(seq)
 
     def _drop(self, seqs: list[int]) -> Stale:
+        """Drop leftovers; frames already handed on ahead of their turn are not counted."""
+        dropped = 0
         for seq in seqs:
-            self._pending_bytes -= self._pending.pop(seq)[2]
-        return Stale(len(seqs))
+            item, _, nbytes = self._pending.pop(seq)
+            self._pending_bytes -= nbytes
+            if isinstance(item, Placed):
+                self._marks -= 1
+            else:
+                dropped += 1
+        return Stale(dropped)
 
-    def _release(self, seq: int) -> T:
-        item, _, nbytes = self._pending.pop(seq)
+    def _release(self, seq: int) -> T | Placed:
+        item, is_header, nbytes = self._pending.pop(seq)
         self._pending_bytes -= nbytes
+        if isinstance(item, Placed):
+            self._marks -= 1
+        elif is_header:
+            self._open_header = seq
+        elif self._ends(item):
+            self._open_header = None
         self._next = seq + 1
         self._stalled_since = None
         return item

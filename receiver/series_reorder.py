@@ -34,8 +34,10 @@ The rules, all decided here under one lock, so every worker sees one state:
 So the order is exact whenever the header announced the count, and
 otherwise (and for a lost end) exact unless a frame is later than
 ``gap_timeout``, which is reported. The window bounds memory as for STINS:
-the one message needed next, headers and ends are always admitted, so the
-window cannot deadlock.
+the one message needed next, headers and ends are always admitted, and a
+frame of the current series that does not fit goes to the file ahead of its
+turn (every message names its series and frame, so there is no doubt where
+it belongs), as does one whose wait has timed out: the file needs no order.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from typing import Any
 
 from protocols.model import Image, Message, SeriesEnd, SeriesStart
 from receiver.readers import SeriesRules
-from receiver.reorder import Gap, Reorderer, Stale
+from receiver.reorder import Gap, OutOfTurn, Placed, Reorderer, Stale
 from receiver.stream_items import Malformed
 
 Item = Message | Malformed
@@ -76,11 +78,13 @@ class SeriesReorderer(Reorderer[Item]):
         window_bytes: int | None = None,
         rules: SeriesRules | None = None,
         clock: Callable[[], float] = time.monotonic,
+        frame_of: Callable[[Item], int | None] | None = None,
     ) -> None:
-        super().__init__(window, gap_timeout, window_bytes)
+        """``frame_of``: as for :class:`Reorderer`; without it nothing goes out of turn."""
+        super().__init__(window, gap_timeout, window_bytes, frame_of=frame_of)
         self._rules = rules or SeriesRules()
         self._clock = clock
-        self._pending: dict[tuple[Hashable, int], tuple[Item, bool, int]] = {}  # type: ignore[assignment]
+        self._pending: dict[tuple[Hashable, int], tuple[Item | Placed, bool, int]] = {}  # type: ignore[assignment]
         self._known: dict[Hashable, _Series] = {}
         self._loose_ends: deque[Item] = deque()
         self._loose_since: float | None = None
@@ -96,21 +100,54 @@ class SeriesReorderer(Reorderer[Item]):
             for seq, item, is_header, nbytes in entries:
                 if isinstance(item, SeriesEnd):
                     self._add_end(item)
-                    continue
-                key = item.series
-                if self._is_stale(key, seq, is_header):
-                    self._stale += 1
-                    continue
-                while not (
-                    self._closed or is_header or self._is_needed(key, seq) or self._fits(nbytes)
-                ):
-                    self._can_get.notify()
-                    self._can_put.wait()
-                if self._is_stale(key, seq, is_header):
-                    self._stale += 1
-                    continue
-                self._add(key, seq, item, is_header, nbytes)
+                elif not self._placed_out_of_turn(seq, item, is_header, nbytes):
+                    if self._is_stale(item.series, seq, is_header):
+                        self._stale += 1
+                    else:
+                        self._add(item.series, seq, item, is_header, nbytes)
             self._can_get.notify()
+
+    def _placed_out_of_turn(self, seq: int, item: Item, is_header: bool, nbytes: int) -> bool:
+        """Wait for room; True when the item went to the file out of turn instead."""
+        key = item.series
+        while True:
+            if self._is_late_in_series(key, seq, item) and self._ahead_fits(nbytes):
+                self._hand_on_late(item, nbytes)
+                return True
+            if self._closed or is_header or self._is_needed(key, seq) or self._fits(nbytes):
+                return False
+            if self._may_go_ahead_in_series(key, seq, item) and self._ahead_fits(nbytes):
+                self._ahead.append(OutOfTurn(item))
+                self._ahead_bytes += nbytes
+                self._store((key, seq), self._series(key), Placed(seq), False, 0)
+                self._marks += 1
+                return True
+            self._can_get.notify()
+            self._can_put.wait()
+
+    def _storable(self, item: Item) -> bool:
+        """A frame the file can take in any order (``frame_of`` says which; none without it)."""
+        return self._frame_of is not None and self._frame_of(item) is not None
+
+    def _is_late_in_series(self, key: Hashable, seq: int, item: Item) -> bool:
+        """A frame of the current series whose place the order has already passed."""
+        current = self._current
+        return (
+            current is not None
+            and current.key == key
+            and 0 < seq < self._position
+            and self._storable(item)
+        )
+
+    def _may_go_ahead_in_series(self, key: Hashable, seq: int, item: Item) -> bool:
+        current = self._current
+        return (
+            current is not None
+            and current.key == key
+            and seq > self._position
+            and (key, seq) not in self._pending
+            and self._storable(item)
+        )
 
     def _is_stale(self, key: Hashable, seq: int, is_header: bool) -> bool:
         """Of a series moved past, or of a place the current series has passed."""
@@ -150,10 +187,17 @@ class SeriesReorderer(Reorderer[Item]):
         self._store((key, seq), series, item, is_header, nbytes)
 
     def _store(
-        self, where: tuple[Hashable, int], series: _Series, item: Item, is_header: bool, nbytes: int
+        self,
+        where: tuple[Hashable, int],
+        series: _Series,
+        item: Item | Placed,
+        is_header: bool,
+        nbytes: int,
     ) -> None:
         old = self._pending.get(where)
         if old is not None:
+            if isinstance(old[0], Placed):
+                self._marks -= 1
             self._stale += 1
             self._pending_bytes -= old[2]
             series.pending -= 1
@@ -197,7 +241,7 @@ class SeriesReorderer(Reorderer[Item]):
             return True
         return False
 
-    def _take_next(self) -> Item | Gap | Stale | None:
+    def _take_next(self) -> Item | Gap | Stale | Placed | None:
         self._deadline = None
         if self._stale:
             count, self._stale = self._stale, 0
@@ -220,10 +264,14 @@ class SeriesReorderer(Reorderer[Item]):
         self._stalled_since = None
         return None
 
-    def _release_entry(self, series: _Series, entry: tuple[Item, bool, int]) -> Item:
+    def _release_entry(
+        self, series: _Series, entry: tuple[Item | Placed, bool, int]
+    ) -> Item | Placed:
         item, _, nbytes = entry
         self._pending_bytes -= nbytes
         series.pending -= 1
+        if isinstance(item, Placed):
+            self._marks -= 1
         self._position += 1
         self._stalled_since = None
         return item
@@ -261,7 +309,7 @@ class SeriesReorderer(Reorderer[Item]):
         self._retired_keys.discard(key)
         self._retired.remove(key)
 
-    def _start_next(self) -> Item | Gap | None:
+    def _start_next(self) -> Item | Gap | Placed | None:
         """Start the series that comes next: the lowest key, once its header is here."""
         waiting = [s for s in self._known.values() if s.pending or s.end is not None]
         if not waiting:

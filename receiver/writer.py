@@ -44,6 +44,7 @@ class SeriesWriter:
         self._file: NexusFile | None = None
         self._series_open = False
         self._bytes_since_check = 0
+        self._gaps: list[tuple[int, str]] = []
         self.rate = RateMeter()
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
 
@@ -136,14 +137,8 @@ class SeriesWriter:
                 self._board.series.malformed_messages += 1
                 where = f"msg_number {seq}" if series is None else _place(series, seq)
                 self._board.fail(f"malformed message ({where}) skipped: {reason}")
-            case Gap(first=first, last=last, series=series):
-                self._board.series.messages_lost += last - first + 1
-                detail = f": {self._unreadable.popleft()}" if self._unreadable else ""
-                if series is None:
-                    what = f"messages {first}..{last} of the stream"
-                else:
-                    what = f"{_frames(first, last)} of series {_series_name(series)}"
-                self._board.fail(f"{what} never arrived{detail}")
+            case Gap():
+                self._gap(item)
             case Stale(count=count):
                 self._board.fail(
                     f"{count} messages arrived after the receiver had moved past their place "
@@ -153,6 +148,25 @@ class SeriesWriter:
                 self._board.series.messages_lost += lost
                 self._board.series.malformed_messages += malformed
                 self._board.fail(reason)
+
+    def _gap(self, gap: Gap) -> None:
+        """Messages the order went on without: lost, unless they are frames still to come.
+
+        The file needs no order, so a frame that comes after its wait timed
+        out is still stored; whether a gap lost anything is known when the
+        series closes (its frames missing from the file). Outside a series,
+        or with no file to tell, it counts at once.
+        """
+        detail = f": {self._unreadable.popleft()}" if self._unreadable else ""
+        if gap.series is None:
+            what = f"messages {gap.first}..{gap.last} of the stream"
+        else:
+            what = f"{_frames(gap.first, gap.last)} of series {_series_name(gap.series)}"
+        if self._series_open and self._file is not None:
+            self._gaps.append((gap.count, f"{what} did not arrive in time{detail}"))
+            return
+        self._board.series.messages_lost += gap.count
+        self._board.fail(f"{what} never arrived{detail}")
 
     def _start(self, header: SeriesStart) -> None:
         if self._series_open:
@@ -249,6 +263,11 @@ class SeriesWriter:
                 self._board.fail(f"closing {file.path} failed: {exc}")
             logger.info("series ended: %d frames in %s", file.frames_written, file.path)
         self._series_open = False
+        gaps, self._gaps = self._gaps, []
+        if series.missing_frames:
+            for count, reason in gaps:
+                series.messages_lost += count
+                self._board.fail(reason)
         if why_early:
             self._board.fail(f"series closed early: {why_early}")
         if series.missing_frames:
