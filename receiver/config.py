@@ -175,6 +175,19 @@ class ReceiverConfig(BaseModel):
         ge=0,
         description="stop writing and close the file cleanly when the disk has less free space",
     )
+    flush_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="seconds between flushes of the open file: what readers see while the "
+        "series runs, and what a killed receiver leaves readable",
+    )
+    max_frames: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="frame numbers from this on are refused when the header announces no count "
+        "(one absurd number must not make the file or the memory huge)",
+    )
     modules: list[ModuleConfig] = Field(
         default_factory=list,
         description="a multi-module detector (XSpectrum Lambda): one STINS stream per module, "

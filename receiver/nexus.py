@@ -19,9 +19,19 @@ shape in ``<detector>/full_image_shape``; ``module_sequence_number``
 (frames x modules) holds the frame number of every stored module chunk, -1
 where a module sent nothing (its plane reads as the dataset's fill value).
 
-The dataset grows by doubling and is trimmed at close, and frame numbers are
-kept in memory and written once, because resizing and writing a tiny dataset
-for every frame is what limits the rate of older receivers.
+The dataset grows by doubling and frame numbers are kept in memory, because
+resizing and writing a tiny dataset for every frame is what limits the rate
+of older receivers. They reach the file at every :meth:`NexusFile.flush`
+(the writer calls it about once a second) and at close: ``data`` is then cut
+to the frames stored so far and ``sequence_number`` says which they are.
+
+Files are written in HDF5's SWMR mode (single writer, multiple readers;
+``libver="latest"``), switched on once the frame dataset exists: another
+process opens the file with ``h5py.File(path, "r", swmr=True)`` and sees the
+frames of the last flush while the series runs. If the receiver is killed,
+the file holds every frame flushed before; HDF5 then still marks it open for
+writing, which a reader in SWMR mode ignores and ``daq-recover`` (HDF5's
+``h5clear -s``) clears for plain readers.
 """
 
 from __future__ import annotations
@@ -65,7 +75,11 @@ class NexusFile:
     """An open series file; create with :meth:`create`, finish with :meth:`close`."""
 
     def __init__(
-        self, h5: h5py.File, detector: h5py.Group, modules: ModuleLayout | None = None
+        self,
+        h5: h5py.File,
+        detector: h5py.Group,
+        modules: ModuleLayout | None = None,
+        max_frames: int = 10_000_000,
     ) -> None:
         self._h5 = h5
         self._modules = modules
@@ -77,9 +91,15 @@ class NexusFile:
         self._layout: tuple[tuple[int, ...], np.dtype, str] | None = None
         self._stacked = False
         self._numbers = np.full(0, -1, dtype=np.int64)
+        self._extent = 0
         self._discarded: list[int] = []
         self._highest = -1
+        self._max_frames = max_frames
+        self._sequence: h5py.Dataset | None = None
+        self._module_sequence: h5py.Dataset | None = None
         self.frames_written = 0
+        self.frames_durable = 0
+        """Frames written before the last flush: readable now, and after a crash."""
 
     @classmethod
     def create(
@@ -89,15 +109,18 @@ class NexusFile:
         meta: dict[str, Any],
         modules: ModuleLayout | None = None,
         module_meta: dict[str, dict[str, Any]] | None = None,
+        max_frames: int = 10_000_000,
     ) -> NexusFile:
         """Create the file (never over an existing one) with its NeXus groups and metadata.
 
         ``modules``: a multi-module detector, whose geometry goes to one
         NXdetector_module group per module (with ``module_meta``, the header
-        metadata in which that module differs).
+        metadata in which that module differs). ``max_frames``: frame numbers
+        from this on are refused (the header's count, or the configured
+        bound), so one absurd number cannot make the file or the memory huge.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
-        h5 = h5py.File(path, "x")
+        h5 = h5py.File(path, "x", libver="latest")
         try:
             entry = h5.create_group("entry")
             entry.attrs["NX_class"] = "NXentry"
@@ -113,7 +136,7 @@ class NexusFile:
         except BaseException:
             h5.close()
             raise
-        return cls(h5, detector, modules)
+        return cls(h5, detector, modules, max_frames)
 
     def write(self, image: Image) -> None:
         """Store one frame (see :meth:`write_many`); raise if it is refused."""
@@ -223,8 +246,13 @@ class NexusFile:
                 f"{image.compression} but the series started with {list(shape)}, "
                 f"{dtype.name}, {compression}; it was not stored"
             )
+        if image.frame >= self._max_frames:
+            raise FrameRejectedError(
+                f"frame {image.frame} is beyond the series, which has at most "
+                f"{self._max_frames} frames (the header's count or max_frames); not stored"
+            )
         index = image.frame - bisect.bisect_left(self._discarded, image.frame)
-        if index >= len(self._numbers):
+        if index >= self._extent:
             self._reserve(index)
         if self._numbers[index] != -1:
             raise FrameRejectedError(f"frame {image.frame} arrived twice; the first one is kept")
@@ -261,22 +289,39 @@ class NexusFile:
         """Trim, write the frame numbers and the missing list, close; return the missing frames."""
         missing = self.missing_frames()
         try:
-            count = self._highest + 1
-            if self._data is not None:
-                self._data.resize(count, axis=0)
-            self._detector.create_dataset("sequence_number", data=self._numbers[:count])
-            if self._modules is not None:
-                numbers = self._module_numbers
-                if numbers is None:
-                    numbers = np.full((0, len(self._modules.modules)), -1, dtype=np.int64)
-                self._detector.create_dataset("module_sequence_number", data=numbers[:count])
+            self._write_numbers()
+            if self._sequence is None:
+                self._detector.create_dataset("sequence_number", data=self._numbers[:0])
+                if self._modules is not None:
+                    empty = np.full((0, len(self._modules.modules)), -1, dtype=np.int64)
+                    self._detector.create_dataset("module_sequence_number", data=empty)
             self._detector.create_dataset(
                 "missing_frames", data=np.asarray(missing, dtype=np.int64)
             )
             self._h5["entry"]["end_time"] = _now()
         finally:
             self._h5.close()
+        self.frames_durable = self.frames_written
         return missing
+
+    def flush(self) -> None:
+        """Make the frames written so far readable by others, and kept if the receiver dies."""
+        self._write_numbers()
+        self._h5.flush()
+        self.frames_durable = self.frames_written
+
+    def _write_numbers(self) -> None:
+        """Cut ``data`` to the frames stored so far and write which frame each index holds."""
+        if self._data is None or self._sequence is None:
+            return
+        count = self._highest + 1
+        self._data.resize(count, axis=0)
+        self._extent = count
+        self._sequence.resize(count, axis=0)
+        self._sequence[:count] = self._numbers[:count]
+        if self._module_sequence is not None and self._module_numbers is not None:
+            self._module_sequence.resize(count, axis=0)
+            self._module_sequence[:count] = self._module_numbers[:count]
 
     def abandon(self) -> None:
         """Close after an error without further writes, keeping what is on disk."""
@@ -312,13 +357,29 @@ class NexusFile:
         nxdata.attrs["NX_class"] = "NXdata"
         nxdata.attrs["signal"] = "data"
         nxdata["data"] = h5py.SoftLink(self._data.name)
+        self._sequence = self._detector.create_dataset(
+            "sequence_number", shape=(0,), maxshape=(None,), dtype=np.int64, fillvalue=-1
+        )
+        if self._modules is not None:
+            modules = len(self._modules.modules)
+            self._module_sequence = self._detector.create_dataset(
+                "module_sequence_number",
+                shape=(0, modules),
+                maxshape=(None, modules),
+                dtype=np.int64,
+                fillvalue=-1,
+            )
+        self._h5.swmr_mode = True
 
     def _reserve(self, index: int) -> None:
         """Grow the dataset (and the frame-number list) to hold ``index``, by doubling."""
         if self._data is None:
             raise RuntimeError(f"frame {index} placed before the dataset was created")
-        new_capacity = max(index + 1, 2 * len(self._numbers), 16)
-        self._data.resize(new_capacity, axis=0)
+        self._extent = max(index + 1, 2 * self._extent, 16)
+        self._data.resize(self._extent, axis=0)
+        if self._extent <= len(self._numbers):
+            return
+        new_capacity = self._extent
         grown = np.full(new_capacity, -1, dtype=np.int64)
         grown[: len(self._numbers)] = self._numbers
         self._numbers = grown

@@ -23,6 +23,7 @@ class SeriesCounters:
     filename: str = ""
     path: str = ""
     frames_written: int = 0
+    frames_durable: int = 0
     frames_discarded: int = 0
     frames_rejected: int = 0
     missing_frames: list[int] = field(default_factory=list)

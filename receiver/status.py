@@ -36,6 +36,12 @@ class SeriesReport(_Report):
     filename: str = Field(description="file name the header asked for; empty: not saved")
     path: str = Field(description="absolute path of the file once opened, else empty")
     frames_written: int = Field(ge=0, description="frames stored in the file")
+    frames_durable: int = Field(
+        default=0,
+        ge=0,
+        description="frames of the file as of its last flush: what readers see now, and what "
+        "stays readable if the receiver dies (0 from receivers older than this field)",
+    )
     frames_discarded: int = Field(
         ge=0, description="frames the stream flagged discard: forwarded, not stored"
     )

@@ -11,6 +11,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ class SeriesWriter:
         self._series_open = False
         self._bytes_since_check = 0
         self._gaps: list[tuple[int, str]] = []
+        self._flushed_at = 0.0
         self.rate = RateMeter()
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
 
@@ -61,7 +63,7 @@ class SeriesWriter:
         self._thread.join()
 
     def _run(self) -> None:
-        while (batch := self._queue.get()) is not _STOP:
+        while (batch := self._next_batch()) is not _STOP:
             run: list[Image] = []
             receive_only = self._receives_only()
             for item in batch:
@@ -76,8 +78,33 @@ class SeriesWriter:
                 self._guarded(self._handle, item)
                 receive_only = self._receives_only()
             self._guarded(self._store, run)
+            self._guarded(self._flush_if_due, time.monotonic())
         if self._series_open:
             self._finish("the receiver stopped before series_end")
+
+    def _next_batch(self) -> Sequence[WriterItem]:
+        """The next batch; an empty one when the open file is due for a flush meanwhile."""
+        if self._file is None:
+            return self._queue.get()
+        wait = max(0.0, self._flushed_at + self._config.flush_interval - time.monotonic())
+        try:
+            return self._queue.get(timeout=wait)
+        except queue.Empty:
+            return ()
+
+    def _flush_if_due(self, now: float) -> None:
+        """Flush the open file once ``flush_interval`` has passed since the last flush."""
+        file = self._file
+        if file is None or now < self._flushed_at + self._config.flush_interval:
+            return
+        self._flushed_at = now
+        try:
+            file.flush()
+        except OSError as exc:
+            self._abandon(f"flushing {file.path} failed: {exc}")
+            return
+        self._board.series.frames_durable = file.frames_durable
+        logger.debug("%s: %d frames durable", file.path, file.frames_durable)
 
     def _receives_only(self) -> bool:
         """A series is open and nothing of it is stored: writing is off, or it has no file name.
@@ -188,8 +215,14 @@ class SeriesWriter:
             self._bytes_since_check = SPACE_CHECK_BYTES
             self._check_space(self._config.data_root, 0)
             file = NexusFile.create(
-                path, self._config.detector_name, header.meta, header.modules, header.module_meta
+                path,
+                self._config.detector_name,
+                header.meta,
+                header.modules,
+                header.module_meta,
+                max_frames=header.frames or self._config.max_frames,
             )
+            self._flushed_at = time.monotonic()
             return file, ""
         except PathRefusedError as exc:
             return None, f"series refused, nothing written: {exc}"
@@ -261,6 +294,7 @@ class SeriesWriter:
             except (OSError, RuntimeError, ValueError) as exc:
                 file.abandon()
                 self._board.fail(f"closing {file.path} failed: {exc}")
+            series.frames_durable = file.frames_durable
             logger.info("series ended: %d frames in %s", file.frames_written, file.path)
         self._series_open = False
         gaps, self._gaps = self._gaps, []

@@ -169,6 +169,7 @@ SERIES_KEYS = [
     "filename",
     "path",
     "frames_written",
+    "frames_durable",
     "frames_discarded",
     "frames_rejected",
     "missing_frames",
