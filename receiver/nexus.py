@@ -77,6 +77,7 @@ class NexusFile:
     def __init__(
         self,
         h5: h5py.File,
+        path: Path,
         detector: h5py.Group,
         modules: ModuleLayout | None = None,
         max_frames: int = 10_000_000,
@@ -84,7 +85,7 @@ class NexusFile:
         self._h5 = h5
         self._modules = modules
         self._module_numbers: np.ndarray | None = None
-        self.path = Path(h5.filename)
+        self.path = path
         self.directory = self.path.parent
         self._detector = detector
         self._data: h5py.Dataset | None = None
@@ -104,6 +105,7 @@ class NexusFile:
     @classmethod
     def create(
         cls,
+        opened: str,
         path: Path,
         detector_name: str,
         meta: dict[str, Any],
@@ -111,16 +113,17 @@ class NexusFile:
         module_meta: dict[str, dict[str, Any]] | None = None,
         max_frames: int = 10_000_000,
     ) -> NexusFile:
-        """Create the file (never over an existing one) with its NeXus groups and metadata.
+        """Write the NeXus groups and metadata into the new, empty file ``path``.
 
+        ``opened`` names that very file for HDF5 (``receiver.paths.CreatedFile.proc_path``:
+        the file as it was created inside the data root, whatever its name points to now).
         ``modules``: a multi-module detector, whose geometry goes to one
         NXdetector_module group per module (with ``module_meta``, the header
         metadata in which that module differs). ``max_frames``: frame numbers
         from this on are refused (the header's count, or the configured
         bound), so one absurd number cannot make the file or the memory huge.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        h5 = h5py.File(path, "x", libver="latest")
+        h5 = h5py.File(opened, "w", libver="latest")
         try:
             entry = h5.create_group("entry")
             entry.attrs["NX_class"] = "NXentry"
@@ -136,7 +139,7 @@ class NexusFile:
         except BaseException:
             h5.close()
             raise
-        return cls(h5, detector, modules, max_frames)
+        return cls(h5, path, detector, modules, max_frames)
 
     def write(self, image: Image) -> None:
         """Store one frame (see :meth:`write_many`); raise if it is refused."""

@@ -20,7 +20,7 @@ from typing import TypeVar
 from protocols.model import Image, SeriesEnd, SeriesStart
 from receiver.config import ReceiverConfig
 from receiver.nexus import FrameRejectedError, NexusFile
-from receiver.paths import PathRefusedError, resolve_destination
+from receiver.paths import PathRefusedError, create_destination
 from receiver.reorder import Gap, Stale
 from receiver.state import RateMeter, StatusBoard
 from receiver.stream_items import Malformed, Problem
@@ -211,17 +211,18 @@ class SeriesWriter:
         if not self._config.write or not header.filename:
             return None, ""
         try:
-            path = resolve_destination(self._config.data_root, header.filename)
             self._bytes_since_check = SPACE_CHECK_BYTES
             self._check_space(self._config.data_root, 0)
-            file = NexusFile.create(
-                path,
-                self._config.detector_name,
-                header.meta,
-                header.modules,
-                header.module_meta,
-                max_frames=header.frames or self._config.max_frames,
-            )
+            with create_destination(self._config.data_root, header.filename) as created:
+                file = NexusFile.create(
+                    created.proc_path,
+                    created.path,
+                    self._config.detector_name,
+                    header.meta,
+                    header.modules,
+                    header.module_meta,
+                    max_frames=header.frames or self._config.max_frames,
+                )
             self._flushed_at = time.monotonic()
             return file, ""
         except PathRefusedError as exc:

@@ -14,6 +14,7 @@ import pytest
 from protocols import bslz4
 from protocols.model import Image
 from receiver.nexus import FrameRejectedError, NexusFile
+from receiver.paths import PathRefusedError, create_destination
 
 DETECTOR = "eiger"
 DET = f"/entry/instrument/{DETECTOR}"
@@ -45,8 +46,14 @@ def image(
     )
 
 
+def create_in(root: Path, name: str, meta: dict[str, Any] | None = None) -> NexusFile:
+    """As the writer creates a series file: in one step inside the data root."""
+    with create_destination(root, name) as created:
+        return NexusFile.create(created.proc_path, created.path, DETECTOR, meta or {})
+
+
 def create(tmp_path: Path, meta: dict[str, Any] | None = None) -> NexusFile:
-    return NexusFile.create(tmp_path / "scan.h5", DETECTOR, meta or {})
+    return create_in(tmp_path, "scan.h5", meta)
 
 
 def test_layout_is_nexus_and_readable_with_plain_h5py(tmp_path: Path) -> None:
@@ -311,7 +318,7 @@ def test_a_series_without_frames_still_closes_into_a_valid_file(tmp_path: Path) 
 
 
 def test_create_makes_missing_directories(tmp_path: Path) -> None:
-    nexus = NexusFile.create(tmp_path / "a" / "b" / "scan.h5", DETECTOR, {})
+    nexus = create_in(tmp_path, "a/b/scan.h5")
     nexus.close()
 
     assert (tmp_path / "a" / "b" / "scan.h5").is_file()
@@ -321,7 +328,7 @@ def test_create_refuses_an_existing_file(tmp_path: Path) -> None:
     existing = tmp_path / "scan.h5"
     existing.write_bytes(b"precious")
 
-    with pytest.raises(FileExistsError):
-        NexusFile.create(existing, DETECTOR, {})
+    with pytest.raises(PathRefusedError, match="exists"):
+        create_in(tmp_path, "scan.h5")
 
     assert existing.read_bytes() == b"precious"
