@@ -25,14 +25,20 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field, StrictInt
 
+from http_service.limits import BodySizeLimit
 from http_service.server import HttpServiceError, ThreadedServer
 from protocols.model import Image
 from receiver import liveview
 from receiver.status import ReceiverStatus, State
+from receiver.stream_items import ModuleImage
 
 logger = logging.getLogger(__name__)
 
 METRIC_PREFIX = "receiver_"
+MAX_DOWNSAMPLE = 4096
+"""The largest live-view factor: a 16M detector (4371 x 4150) becomes 2 x 2 pixels."""
+MAX_BODY_BYTES = 64 * 1024
+"""Request bodies are tiny JSON documents; anything larger is refused with 413 unread."""
 NO_CACHE = {"Cache-Control": "no-store"}
 """The latest frame changes under the same URL: a cached copy would show a stale image."""
 
@@ -71,7 +77,12 @@ class ReceiverView(Protocol):
 
 
 class FrameFormat(StrEnum):
-    """The forms of ``/last_frame``; pickle only for MAX IV's clients, which unpickle it."""
+    """The forms of ``/last_frame``; pickle only for MAX IV's clients, which unpickle it.
+
+    ``pickle`` is exactly MAX IV's form: the header and the blobs as received
+    (a bslz4 frame stays its chunk), for clients that decode it themselves
+    (``liveview.maxiv_parts``); the other forms are decoded pixels.
+    """
 
     RAW = "raw"
     JSON = "json"
@@ -82,7 +93,9 @@ class FrameFormat(StrEnum):
 class DownsampleBody(BaseModel):
     """``{"value": 4}``: the JSON form of ``POST /downsample``."""
 
-    value: StrictInt = Field(ge=1, description="live-view reduction factor, 1 = full frame")
+    value: StrictInt = Field(
+        ge=1, le=MAX_DOWNSAMPLE, description="live-view reduction factor, 1 = full frame"
+    )
 
 
 class ApiServerError(HttpServiceError):
@@ -98,6 +111,7 @@ def create_app(view: ReceiverView, legacy_pickle_default: bool = False) -> FastA
     a frame or waiting on the receiver's locks must never block the event loop.
     """
     app = FastAPI(title="stream-receiver", summary="detector-daq stream-receiver API")
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     _add_status_routes(app, view)
     _add_downsample_routes(app, view)
     _add_frame_routes(app, view, legacy_pickle_default)
@@ -143,11 +157,18 @@ def _add_downsample_routes(app: FastAPI, view: ReceiverView) -> None:
 
     @app.post("/downsample")
     def set_downsample(
-        value: Annotated[int | None, Query(ge=1, description="reduction factor")] = None,
+        value: Annotated[
+            int | None, Query(ge=1, le=MAX_DOWNSAMPLE, description="reduction factor")
+        ] = None,
         body: Annotated[DownsampleBody | None, Body()] = None,
     ) -> dict[str, int]:
-        """Set the factor as ``?value=4`` (MAX IV's clients) or a JSON body ``{"value": 4}``."""
+        """Set the factor as ``?value=4`` (MAX IV's clients) or a JSON body ``{"value": 4}``.
+
+        1 to MAX_DOWNSAMPLE, and no more than the latest frame is wide or high
+        (a larger factor would show one pixel); otherwise 422 with the reason.
+        """
         factor = _one_factor(value, body)
+        _check_against_frame(factor, view.last_frame(), "query" if body is None else "body")
         view.downsample = factor
         logger.info("live-view downsample factor set to %d", factor)
         return {"value": factor}
@@ -173,6 +194,36 @@ def _one_factor(query: int | None, body: DownsampleBody | None) -> int:
     )
 
 
+def _check_against_frame(factor: int, image: Image | None, given_in: str) -> None:
+    """A 422 if ``factor`` is larger than the latest frame's largest side."""
+    if image is None:
+        return
+    sides = _shown_shape(image)
+    largest = max(sides, default=1)
+    if factor <= largest:
+        return
+    raise RequestValidationError(
+        [
+            {
+                "type": "less_than_equal",
+                "loc": (given_in, "value"),
+                "msg": f"a downsample factor of {factor} is larger than the latest frame "
+                f"({' x '.join(map(str, sides))} pixels), which it would reduce to one pixel; "
+                f"use at most {largest}",
+                "input": factor,
+                "ctx": {"le": largest},
+            }
+        ]
+    )
+
+
+def _shown_shape(image: Image) -> tuple[int, ...]:
+    """The sides the live view reduces: the last two axes, the full image of a module frame."""
+    if isinstance(image, ModuleImage) and image.layout is not None:
+        return tuple(image.layout.full_shape)
+    return tuple(image.shape[-2:])
+
+
 def _add_frame_routes(app: FastAPI, view: ReceiverView, legacy_pickle_default: bool) -> None:
     @app.get(
         "/last_frame",
@@ -187,6 +238,9 @@ def _add_frame_routes(app: FastAPI, view: ReceiverView, legacy_pickle_default: b
 
         Raw bytes with the header JSON in ``X-Frame-Header`` unless the client
         asks for ``?format=json|png|pickle`` or sends ``Accept: image/png``.
+        ``pickle`` (the default in MAX IV drop-in mode) is MAX IV's
+        ``[header, blob, ...]`` as received, not decoded, downsampled only
+        when MAX IV would (an uncompressed uint16 frame).
         """
         image = view.last_frame()
         if image is None:
@@ -207,8 +261,14 @@ def _media_types(accept: str) -> set[str]:
 
 
 def render_frame(image: Image, factor: int, frame_format: FrameFormat) -> Response:
-    """``image`` decoded, reduced by ``factor`` and encoded as ``frame_format``."""
+    """``image`` decoded, reduced by ``factor`` and encoded as ``frame_format``.
+
+    ``pickle`` is MAX IV's form of the frame as received: nothing is decoded.
+    """
     try:
+        if frame_format is FrameFormat.PICKLE:
+            payload = liveview.to_pickle(image, factor)
+            return Response(payload, media_type="image/pickle", headers=NO_CACHE)
         array = liveview.downsample(liveview.decode(image), factor)
     except liveview.FrameDecodeError as exc:
         logger.warning("live view: %s", exc)
@@ -218,9 +278,6 @@ def render_frame(image: Image, factor: int, frame_format: FrameFormat) -> Respon
         return JSONResponse(header, headers=NO_CACHE)
     if frame_format is FrameFormat.PNG:
         return Response(liveview.to_png(array), media_type="image/png", headers=NO_CACHE)
-    if frame_format is FrameFormat.PICKLE:
-        payload = liveview.to_pickle(array, header)
-        return Response(payload, media_type="image/pickle", headers=NO_CACHE)
     headers = {**NO_CACHE, "X-Frame-Header": json.dumps(header, default=str)}
     return Response(raw, media_type="application/octet-stream", headers=headers)
 

@@ -68,7 +68,13 @@ class ConfigError(ValueError):
 
 
 class ModuleConfig(BaseModel):
-    """One module of a multi-module detector: its stream and its place in the full image."""
+    """One module of a multi-module detector: its stream and its place in the full image.
+
+    Without ``x`` and ``y`` the module's series headers place it (``x``,
+    ``y``, ``rotation`` in degrees and ``full_shape`` in their 2nd part, as
+    MAX IV's Lambda streamers send them): then no module of the detector may
+    be placed here.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,13 +83,37 @@ class ModuleConfig(BaseModel):
         "(/entry/instrument/<detector>/<name>, an NXdetector_module)",
     )
     connect: Endpoint = Field(description="ZeroMQ endpoint of the module's STINS stream")
-    x: NonNegativeInt = Field(description="column of the full image where the module starts")
-    y: NonNegativeInt = Field(description="row of the full image where the module starts")
-    rotation: StrictInt = Field(
-        0,
-        description="quarter turns counter-clockwise (as numpy.rot90) that turn the module's "
-        "frame the way it sits in the full image; x and y place the turned frame",
+    x: NonNegativeInt | None = Field(
+        None,
+        description="column of the full image where the module starts (none: its header says)",
     )
+    y: NonNegativeInt | None = Field(
+        None, description="row of the full image where the module starts (none: its header says)"
+    )
+    rotation: StrictInt | None = Field(
+        None,
+        description="quarter turns counter-clockwise (as numpy.rot90) that turn the module's "
+        "frame the way it sits in the full image; x and y place the turned frame (none: 0, or "
+        "what its header says when x and y are left out too)",
+    )
+
+    @property
+    def placed(self) -> bool:
+        """The configuration places it (x and y given); otherwise its headers do."""
+        return self.x is not None and self.y is not None
+
+    @model_validator(mode="after")
+    def _placed_or_not(self) -> ModuleConfig:
+        if (self.x is None) != (self.y is None):
+            raise ValueError(
+                f"module {self.name!r}: give both x and y, or neither (its headers then place it)"
+            )
+        if self.rotation is not None and not self.placed:
+            raise ValueError(
+                f"module {self.name!r}: a rotation needs x and y too; without them the "
+                "module's headers place it, rotation included"
+            )
+        return self
 
 
 class ReceiverConfig(BaseModel):
@@ -195,7 +225,8 @@ class ReceiverConfig(BaseModel):
     )
     full_shape: tuple[PositiveInt, PositiveInt] | None = Field(
         default=None,
-        description="rows and columns of the full image the modules are placed in (modules)",
+        description="rows and columns of the full image the modules are placed in (modules; "
+        "when the modules' headers place them, the one most headers name unless given)",
     )
     fill_value: StrictInt | StrictFloat | Literal["max"] = Field(
         default="max",
@@ -222,8 +253,18 @@ class ReceiverConfig(BaseModel):
             if self.full_shape is not None:
                 raise ValueError("full_shape is for a multi-module detector: set modules too")
             return self
-        if self.full_shape is None:
-            raise ValueError("modules need full_shape, the [rows, columns] of the full image")
+        placed = [module.placed for module in self.modules]
+        if any(placed) and not all(placed):
+            raise ValueError(
+                "either every module is placed here (x, y) or none is (their headers then "
+                "place them); modules without x and y: "
+                + ", ".join(m.name for m in self.modules if not m.placed)
+            )
+        if self.full_shape is None and all(placed):
+            raise ValueError(
+                "modules need full_shape, the [rows, columns] of the full image (or leave x "
+                "and y out of every module: their headers then place them)"
+            )
         if self.protocol != "stins" or self.socket != "pull":
             raise ValueError("modules are read as STINS streams with pull sockets")
         if "connect" in self.model_fields_set:
@@ -239,6 +280,8 @@ class ReceiverConfig(BaseModel):
             if endpoints.count(endpoint) > 1:
                 raise ValueError(f"two modules connect to {endpoint}; each has its own stream")
         for module in self.modules:
+            if module.x is None or module.y is None or self.full_shape is None:
+                continue
             if module.x >= self.full_shape[1] or module.y >= self.full_shape[0]:
                 raise ValueError(
                     f"module {module.name!r} starts at x={module.x}, y={module.y}, outside "

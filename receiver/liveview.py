@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -75,7 +74,7 @@ def _from_raw(image: Image) -> np.ndarray:
     return np.frombuffer(image.data, dtype=image.dtype).reshape(image.shape)
 
 
-def downsample(array: np.ndarray, factor: int) -> np.ndarray:
+def downsample(array: np.ndarray, factor: int, truncate: bool = False) -> np.ndarray:
     """Reduce a frame by ``factor`` along its last two axes (its only axis if 1-D).
 
     Block means, not sums: the reduced frame keeps the pixel dtype and the
@@ -83,7 +82,8 @@ def downsample(array: np.ndarray, factor: int) -> np.ndarray:
     colour scale does not jump when the factor changes. A ragged edge block is
     the mean of the pixels it has (output size ceil(n / factor)), so the edge
     is not dimmer than the rest. MAX IV's receiver reduces the same way but
-    truncates; integer means are rounded here so they are not biased low.
+    truncates; integer means are rounded here so they are not biased low,
+    unless ``truncate`` (MAX IV's pickled form, :func:`maxiv_parts`).
     Leading axes (a stack of modules) are kept: each module is reduced alone.
     """
     if factor < 1:
@@ -98,7 +98,7 @@ def downsample(array: np.ndarray, factor: int) -> np.ndarray:
         sums = np.add.reduceat(sums, starts, axis=axis, dtype=accumulator)
         lengths = np.diff(starts, append=array.shape[axis])
         counts = counts * lengths.reshape(_along(axis, array.ndim))
-    return _cast_like(sums / counts, array.dtype)
+    return _cast_like(sums / counts, array.dtype, truncate)
 
 
 def _accumulator(dtype: np.dtype) -> np.dtype:
@@ -117,9 +117,11 @@ def _along(axis: int, ndim: int) -> list[int]:
     return shape
 
 
-def _cast_like(means: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    rounded: np.ndarray = np.rint(means) if dtype.kind in "biu" else means
-    return rounded.astype(dtype)
+def _cast_like(means: np.ndarray, dtype: np.dtype, truncate: bool = False) -> np.ndarray:
+    if dtype.kind in "biu":
+        rounded: np.ndarray = np.trunc(means) if truncate else np.rint(means)
+        return rounded.astype(dtype)
+    return means.astype(dtype)
 
 
 def to_png(array: np.ndarray) -> bytes:
@@ -194,21 +196,119 @@ def to_raw(array: np.ndarray, image: Image) -> tuple[dict[str, Any], bytes]:
     return frame_header(image, array), np.ascontiguousarray(array).tobytes()
 
 
-def to_pickle(source: Image | np.ndarray, header: Mapping[str, Any] | None = None) -> bytes:
-    """MAX IV's legacy live-view payload, ``pickle.dumps([header, raw bytes])``.
+MAXIV_REDUCED = np.dtype(np.uint16)
+"""The one pixel type MAX IV's receiver downsamples in ``/last_frame`` (uncompressed only)."""
+
+
+def to_pickle(image: Image, factor: int) -> bytes:
+    """MAX IV's ``/last_frame`` payload: ``pickle.dumps([header, blob, ...])``.
 
     Only for MAX IV's existing clients, which unpickle the response; pickle is
-    never a format to offer anyone else. An ``Image`` is decoded (not reduced)
-    and described by its own header unless ``header`` is given; a bare array
-    needs ``header`` since it does not know its frame number.
+    never a format to offer anyone else. What is pickled: :func:`maxiv_parts`.
     """
-    if isinstance(source, Image):
-        array = decode(source)
-        header = frame_header(source, array) if header is None else header
-    elif header is None:
-        raise ValueError(
-            "to_pickle needs a header for a bare array: pass header=frame_header(image, array)"
-        )
+    return pickle.dumps(maxiv_parts(image, factor))
+
+
+def maxiv_parts(image: Image, factor: int) -> list[Any]:
+    """The latest frame as MAX IV's receiver keeps it: its STINS header, then its blobs as received.
+
+    MAX IV's clients read the header's ``shape``, ``type`` and
+    ``compression`` and decode the blob themselves (``bitshuffle.decompress_lz4``
+    for ``bslz4``, which takes the chunk with its 12-byte header), so
+    nothing is decoded here: a bslz4 frame stays the chunk it came as
+    (checked when it was parsed, so it is a whole chunk). As at MAX IV:
+
+    - STINS: the image header as received (shape, type and compression as
+      the transforms left them), one blob;
+    - Dectris stream v1, v2 and others: the header MAX IV's receiver makes
+      (``htype``, ``msg_number``, ``frame``, ``shape``, ``type``,
+      ``compression``); several v2 thresholds are ``shape`` [K, H, W] with
+      ``chunks`` [1, H, W] and one blob per threshold;
+    - a multi-module detector: the first module's header with ``shape``
+      [K, H, W], ``chunks`` [1, H, W] and the modules' ``x``, ``y``,
+      ``rotation`` (degrees) and ``full_shape``, one blob per module; a
+      module that sent nothing gets a plane of the fill value;
+    - downsampled (``factor`` > 1, truncated means) only for a single
+      uncompressed uint16 frame: MAX IV reduces no other.
+    """
+    if isinstance(image, ModuleImage):
+        return _maxiv_modules(image)
+    header = _maxiv_header(image)
+    if isinstance(image, StackedImage):
+        header["chunks"] = [1, *image.shape[1:]]
+        return [header, *(bytes(chunk) for chunk in image.chunks())]
+    if (
+        factor > 1
+        and image.compression == "none"
+        and image.dtype == MAXIV_REDUCED
+        and len(image.shape) == 2
+    ):
+        reduced = downsample(_from_raw(image), factor, truncate=True)
+        header["shape"] = list(reduced.shape)
+        return [header, np.ascontiguousarray(reduced).tobytes()]
+    return [header, bytes(image.data)]
+
+
+def _maxiv_header(image: Image) -> dict[str, Any]:
+    """A STINS stream's image header as received; for other streams MAX IV's conversion."""
+    received = image.fields
+    if received.get("htype") == "image":
+        header = dict(received)
     else:
-        array = source
-    return pickle.dumps([dict(header), np.ascontiguousarray(array).tobytes()])
+        header = {"htype": "image", "msg_number": image.seq}
+    header.update(
+        frame=image.frame,
+        shape=list(image.shape),
+        type=_type_name(image.dtype, received.get("type")),
+        compression=image.compression,
+    )
+    return header
+
+
+def _type_name(dtype: np.dtype, received: Any) -> str:
+    """The ``type`` a client passes to numpy: as received when it still says ``dtype``."""
+    if isinstance(received, str):
+        try:
+            if np.dtype(received) == dtype:
+                return received
+        except TypeError:
+            pass
+    return dtype.name if dtype.isnative or dtype.itemsize == 1 else dtype.str
+
+
+def _maxiv_modules(image: ModuleImage) -> list[Any]:
+    """MAX IV's merged Lambda message: the modules' blobs and where each one goes."""
+    layout = image.layout
+    if layout is None:
+        raise FrameDecodeError(f"frame {image.frame} carries no module layout")
+    plane = image.shape[1:]
+    header = _maxiv_header(image)
+    header.update(
+        chunks=[1, *plane],
+        x=[p.x for p in layout.modules],
+        y=[p.y for p in layout.modules],
+        rotation=[p.rotation % 4 * 90 for p in layout.modules],
+        full_shape=list(layout.full_shape),
+    )
+    blobs: list[bytes] = []
+    for chunk in image.chunks():
+        if chunk is None:
+            blobs.append(_fill_plane(image, plane))
+        else:
+            blobs.append(bytes(chunk))
+    return [header, *blobs]
+
+
+def _fill_plane(image: ModuleImage, plane: tuple[int, ...]) -> bytes:
+    """The plane of a module that sent nothing for this frame: the fill value, encoded."""
+    if image.layout is None or image.compression not in ("none", "bslz4"):
+        raise FrameDecodeError(
+            f"frame {image.frame}: a module that sent nothing cannot be filled in "
+            f"compression {image.compression!r}"
+        )
+    try:
+        fill = assembly.fill_of(image.layout, image.dtype)
+    except ValueError as exc:
+        raise FrameDecodeError(f"frame {image.frame}: {exc}") from exc
+    pixels = np.full(plane, fill, dtype=image.dtype)
+    return bslz4.compress(pixels) if image.compression == "bslz4" else pixels.tobytes()

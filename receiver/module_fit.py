@@ -38,8 +38,10 @@ def most_sent(parts: Sequence[Image | None]) -> FrameLayout:
     return max(layouts, key=lambda layout: counts[layout])
 
 
-def fit_problems(shape: tuple[int, ...], layout: ModuleLayout) -> list[str]:
-    """Modules whose ``shape`` frames, placed as configured, leave the full image or overlap."""
+def fit_problems(
+    shape: tuple[int, ...], layout: ModuleLayout, placed_by: str = "the configuration"
+) -> list[str]:
+    """Modules whose ``shape`` frames, placed as ``placed_by`` says, leave the full image or overlap."""
     if len(shape) != 2:
         return [
             f"module frames must have 2 dimensions to be placed in the full image; "
@@ -63,7 +65,7 @@ def fit_problems(shape: tuple[int, ...], layout: ModuleLayout) -> list[str]:
             if _overlap(box, other_box):
                 problems.append(
                     f"{label} overlaps module {other!r} in the full image; "
-                    "check x, y and rotation in the configuration"
+                    f"check x, y and rotation in {placed_by}"
                 )
         boxes.append((module.name, box))
     return problems

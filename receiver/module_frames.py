@@ -10,6 +10,10 @@ a module that ended, fell silent or never joined is not waited for.
 A module whose parts differ from the series' frame layout (shape, type,
 compression: :mod:`receiver.module_fit`) is reported and its parts are left
 out, as they cannot go in the series' dataset; the other modules' are kept.
+
+Each series has its own module layout (the configuration's, or the one its
+headers give: :mod:`receiver.module_placement`); a joined frame has one
+plane per module of that layout, in module order.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from protocols.model import Image, ModuleLayout
 from receiver.module_feed import ModuleFeed, ModuleState
 from receiver.module_fit import FrameLayout, describe, fit_problems, layout_of, most_sent
 from receiver.module_output import MatchedOutput
+from receiver.module_placement import HeaderPlacedLayout
 from receiver.stream_items import ModuleImage, ModuleParts
 
 
@@ -52,9 +57,22 @@ class FrameJoin:
         self._pending: dict[int, PendingFrame] = {}
         self._stored: set[int] = set()
         self._reference: FrameLayout | None = None
+        self._members = {placement.name for placement in layout.modules}
+        self._placed_by = (
+            "the modules' headers"
+            if isinstance(layout, HeaderPlacedLayout)
+            else "the configuration"
+        )
 
-    def begin(self) -> None:
-        """A new series: no frame stored yet, its first frame fixes the layout."""
+    def begin(self, layout: ModuleLayout | None = None) -> None:
+        """A new series: no frame stored yet, its first frame fixes the frame layout.
+
+        ``layout``: the series' module layout (None: the one given before); a
+        module outside it has no plane in the series' frames.
+        """
+        if layout is not None:
+            self._layout = layout
+            self._members = {placement.name for placement in layout.modules}
         self._reference = None
         self._stored = set()
 
@@ -123,6 +141,8 @@ class FrameJoin:
         chunks: list[Any] = []
         lead: Image | None = None
         for module, received in zip(self._modules, frame.parts, strict=True):
+            if module.name not in self._members:
+                continue
             part = received
             if part is not None and layout_of(part) != reference:
                 self._output.once(
@@ -163,6 +183,6 @@ class FrameJoin:
     def _fix_reference(self, frame: PendingFrame) -> FrameLayout:
         """The series' first frame fixes its layout; the modules' fit is checked then."""
         reference = self._reference = most_sent(frame.parts)
-        for reason in fit_problems(reference[0], self._layout):
+        for reason in fit_problems(reference[0], self._layout, self._placed_by):
             self._output.report(reason)
         return reference

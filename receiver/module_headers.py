@@ -10,24 +10,34 @@ cannot go in that file.
 The headers' placement fields (``x``, ``y``, ``rotation`` in degrees,
 ``full_shape``, as MAX IV's Lambda streamers send them) are checked against
 the configuration, which is what is stored: a module that places itself
-elsewhere is reported. The first module's header metadata becomes the
-series'; a key in which another module's header differs goes to that
-module's own group.
+elsewhere is reported. When the configuration places no module (a MAX IV
+``class: Lambda`` entry), the headers are the placement instead
+(:mod:`receiver.module_placement`): each series gets the layout its headers
+give, and a module that cannot be placed (no usable placement in its
+header, or no header in time) is left out of that series. The first
+module's header metadata becomes the series'; a key in which another
+module's header differs goes to that module's own group.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from protocols.model import ModuleLayout, ModulePlacement, SeriesStart
 from receiver.module_feed import ModuleFeed, ModuleState, module_label
+from receiver.module_placement import (
+    PLACEMENT_KEYS,
+    HeaderPlacedLayout,
+    layout_from_headers,
+    placement_from_header,
+)
 from receiver.module_timeouts import Alarm
 from receiver.nexus import DETECTOR_FIELDS
 
-PLACEMENT_KEYS = ("x", "y", "rotation", "full_shape")
-"""Keys of a module header's 2nd part that place the module (MAX IV's Lambda streamers)."""
+__all__ = ["PLACEMENT_KEYS", "SeriesOpener", "most_named", "placement_problems", "series_header"]
 
 
 class SeriesOpener:
@@ -62,16 +72,25 @@ class SeriesOpener:
         headers = {m.index: cast(SeriesStart, m.inbox.popleft()) for m in heads}
         filename = most_named(list(headers.values()))
         problems: list[str] = []
+        by_headers = isinstance(self._layout, HeaderPlacedLayout)
         for module in self._modules:
             module.new_series()
             module.last_taken = now
             header = headers.get(module.index)
             if header is None:
-                module.state = ModuleState.ABSENT
-                problems.append(
-                    f"{module.label} sent no header within {self._gap_timeout:g} s of the other "
-                    f"modules; the series {filename!r} goes on without it"
+                late = (
+                    f"{module.label} sent no header within {self._gap_timeout:g} s of the "
+                    "other modules"
                 )
+                if by_headers:
+                    module.state = ModuleState.EXCLUDED
+                    problems.append(
+                        f"{late}; its header would place it, so the series {filename!r} goes "
+                        "on without it and its frames are not stored"
+                    )
+                else:
+                    module.state = ModuleState.ABSENT
+                    problems.append(f"{late}; the series {filename!r} goes on without it")
             elif header.filename != filename:
                 module.state = ModuleState.EXCLUDED
                 problems.append(
@@ -80,12 +99,44 @@ class SeriesOpener:
                 )
             else:
                 module.state = ModuleState.OPEN
-                problems.extend(placement_problems(module.placement, header.meta, self._layout))
+                if not by_headers:
+                    problems.extend(placement_problems(module.placement, header.meta, self._layout))
+        layout = self._layout
+        placements = {m.index: m.placement for m in self._modules}
+        if isinstance(layout, HeaderPlacedLayout):
+            layout, placed_problems = self._placed(layout, headers, placements)
+            problems.extend(placed_problems)
         taken = [
-            (m.placement, headers[m.index]) for m in self._modules if m.state is ModuleState.OPEN
+            (placements[m.index], headers[m.index])
+            for m in self._modules
+            if m.state is ModuleState.OPEN
         ]
-        start, meta_problems = series_header(taken, self._layout)
+        first = next(h for h in headers.values() if h.filename == filename)
+        start, meta_problems = series_header(taken, layout, first)
         return start, problems + meta_problems
+
+    def _placed(
+        self,
+        configured: HeaderPlacedLayout,
+        headers: dict[int, SeriesStart],
+        placements: dict[int, ModulePlacement],
+    ) -> tuple[ModuleLayout, list[str]]:
+        """The series' layout from the open modules' headers; a module they cannot place is
+        left out (its frames are not stored), and ``placements`` gets the others' places."""
+        problems: list[str] = []
+        placed: list[tuple[ModulePlacement, tuple[int, int]]] = []
+        for module in self._modules:
+            if module.state is not ModuleState.OPEN:
+                continue
+            found = placement_from_header(module.placement, headers[module.index].meta)
+            if isinstance(found, str):
+                module.state = ModuleState.EXCLUDED
+                problems.append(f"{found}; its frames are not stored in this series")
+                continue
+            placements[module.index] = found[0]
+            placed.append(found)
+        layout, shape_problems = layout_from_headers(configured, placed)
+        return layout, problems + shape_problems
 
 
 def most_named(headers: Sequence[SeriesStart]) -> str:
@@ -122,15 +173,23 @@ def placement_problems(
 
 
 def series_header(
-    taken: Sequence[tuple[ModulePlacement, SeriesStart]], layout: ModuleLayout
+    taken: Sequence[tuple[ModulePlacement, SeriesStart]],
+    layout: ModuleLayout,
+    first: SeriesStart | None = None,
 ) -> tuple[SeriesStart, list[str]]:
     """One header for the series from the modules in it, and the metadata it had to drop.
 
     The first module's metadata is the series'; another module's keys whose
-    values differ are its own. Placement keys are the configuration's, not
+    values differ are its own. Placement keys are the layout's, not
     metadata; a key named like a module or like the file's own data would
-    clash with that group or dataset, so it is dropped and reported.
+    clash with that group or dataset, so it is dropped and reported. When no
+    module is in the series (none could be placed), ``first`` (the first
+    header that came) names the file and the series has no metadata.
     """
+    if not taken:
+        if first is None:
+            raise ValueError("a series needs a module in it or the first header that came")
+        return replace(first, meta={}, modules=layout, module_meta={}), []
     lead = taken[0][1]
     reserved: Collection[str] = {p.name for p in layout.modules} | DETECTOR_FIELDS
     problems = []

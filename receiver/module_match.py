@@ -228,7 +228,7 @@ class ModuleMatcher:
         header, problems = opened
         self._output.open_series(header, problems)
         self._filename = header.filename
-        self._frames.begin()
+        self._frames.begin(header.modules)
         return True
 
     def _finish(self) -> bool:

@@ -23,7 +23,15 @@ from typing import Any, Literal, Self
 
 import numpy as np
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from protocols.model import Buffer
 from sim.frames import encoded_frame
@@ -111,6 +119,12 @@ class GeneratorSettings(BaseModel):
     module: str | None = Field(
         None, description="send this module's stream only (one process per module's streamer)"
     )
+    share: tuple[NonNegativeInt, PositiveInt] | None = Field(
+        None,
+        description="(k, n): send only the messages whose msg_number is k modulo n, as one of "
+        "n DCUs sharing one STINS stream (load balancing: MAX IV's list of dcu_host_purple); "
+        "n generators with k = 0 .. n-1 send the whole stream between them",
+    )
 
     @model_validator(mode="after")
     def _fits_the_protocol(self) -> GeneratorSettings:
@@ -123,6 +137,20 @@ class GeneratorSettings(BaseModel):
             raise ValueError(
                 f"the SLS stream sends raw {', '.join(SLS_TYPES)} pixels, not "
                 f"{self.compression} {self.dtype}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _share_of_one_stream(self) -> GeneratorSettings:
+        if self.share is None:
+            return self
+        part, parts = self.share
+        if part >= parts:
+            raise ValueError(f"share {part}/{parts}: the part must be below {parts}")
+        if self.protocol != "stins" or self.modules or self.module or self.geometry:
+            raise ValueError(
+                "a share of a stream is a STINS stream of one detector: the parts are told "
+                "apart by msg_number"
             )
         return self
 
@@ -228,6 +256,8 @@ class StreamGenerator:
     ``msg_number`` runs on across series, as it does for a detector that is
     armed several times, so a receiver sees one continuous stream. Use it as a
     context manager: closing waits (at most ``timeout_s``) for queued data.
+    With ``share`` (k, n) it numbers every message but sends only its share,
+    those numbered k modulo n, as one of n DCUs balancing one stream.
     """
 
     def __init__(
@@ -240,6 +270,7 @@ class StreamGenerator:
         self._series_sent = 0
         self._frames_sent = 0
         self._failed = False
+        self._tracker: zmq.MessageTracker | None = None
         try:
             self._socket = self._open_socket()
         except EndpointError:
@@ -375,26 +406,45 @@ class StreamGenerator:
             nbytes += sum(blob.nbytes for blob in blobs)
         return nbytes
 
-    def _send(self, parts: Sequence[Buffer | zmq.Frame]) -> None:
-        """Send without copying large parts (pyzmq copies the small JSON parts anyway)."""
+    def _send(self, parts: Sequence[Buffer], track: bool = False) -> zmq.MessageTracker | None:
+        """Send without copying large parts (pyzmq copies the small JSON parts anyway).
+
+        With ``track`` (and always for a share of a stream) the tracker of the
+        message's last part is returned and kept; None when the message is
+        another share's and not sent.
+        """
+        share = self.settings.share
+        if share is not None and self._msg_number % share[1] != share[0]:
+            self._msg_number += 1
+            return None
+        tracker = None
         try:
-            self._socket.send_multipart(parts, copy=False)
+            if track or share is not None:
+                frames = [zmq.Frame(part, copy=False, track=True) for part in parts]
+                tracker = frames[-1].tracker
+                self._socket.send_multipart(frames, copy=False)
+                del frames  # the frames' own references would keep the tracker from finishing
+            else:
+                self._socket.send_multipart(parts, copy=False)
         except zmq.Again:
             self._failed = True
             raise DeliveryTimeout(self._timeout_advice()) from None
         self._msg_number += 1
+        if tracker is not None:
+            self._tracker = tracker
+        return tracker
 
     def _send_last(self, parts: Sequence[Buffer]) -> None:
         """Send the series' last message and wait until ZeroMQ has handed it to the peer.
 
         ZeroMQ has no delivery receipt; a tracked zero-copy frame is released
         only once the connection has taken it, and a PUSH pipe is FIFO, so
-        that also covers every message before it.
+        that also covers every message before it. A share of a stream whose
+        last message is another share's waits for the last one it sent.
         """
-        frames = [zmq.Frame(part, copy=False, track=True) for part in parts]
-        tracker = frames[-1].tracker
-        self._send(frames)
-        del frames  # the frames' own references would keep the tracker from ever finishing
+        tracker = self._send(parts, track=True) or self._tracker
+        if tracker is None:
+            return
         try:
             tracker.wait(self.settings.timeout_s)
         except zmq.NotDone:

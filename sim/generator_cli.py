@@ -119,6 +119,14 @@ def add_stream_options(group: argparse._ArgumentGroup) -> None:
         metavar="S",
         help="fail when no receiver takes data for S seconds (default: %(default)s)",
     )
+    group.add_argument(
+        "--share",
+        type=share_of_stream,
+        metavar="K/N",
+        help="STINS: send only the messages whose msg_number is K modulo N, as one of N DCUs "
+        "balancing one stream (MAX IV's list of dcu_host_purple); N generators, K = 0 .. "
+        "N-1, send the whole stream between them (default: the whole stream)",
+    )
 
 
 def add_protocol_options(group: argparse._ArgumentGroup) -> None:
@@ -292,6 +300,20 @@ def geometry_file(text: str) -> Geometry:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def share_of_stream(text: str) -> tuple[int, int]:
+    """Parse ``K/N``: share K (from 0) of a stream sent by N generators."""
+    part, sep, parts = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        share = int(part), int(parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not K/N (such as 0/2): {text!r}") from None
+    if not 0 <= share[0] < share[1]:
+        raise argparse.ArgumentTypeError(f"K/N needs 0 <= K < N, got {text!r}")
+    return share
+
+
 def positive_int(text: str) -> int:
     """Parse a count that must be at least 1."""
     try:
@@ -327,6 +349,7 @@ def settings_from_args(args: argparse.Namespace) -> GeneratorSettings:
         modules=args.modules,
         geometry=args.geometry,
         module=args.module,
+        share=args.share,
     )
 
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from http_service.server import HttpServiceError
 from protocols import bslz4
-from protocols.model import Image
+from protocols.model import Image, ModuleLayout, ModulePlacement, StackedImage
 from receiver import liveview
 from receiver.api import ApiServer, ApiServerError, create_app
 from receiver.status import (
@@ -28,6 +28,8 @@ from receiver.status import (
     ReceiverStatus,
     State,
 )
+from receiver.stream_items import ModuleImage, ModuleParts
+from tests import maxiv_client
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -128,17 +130,22 @@ def make_image(frame: np.ndarray, compression: str = "none") -> Image:
     return Image(5, 4, frame.shape, frame.dtype, compression, data, fields=fields)
 
 
-def reference_downsample(frame: np.ndarray, factor: int) -> np.ndarray:
+def reference_means(frame: np.ndarray, factor: int) -> np.ndarray:
     """Block means the slow, obvious way: one numpy mean per block, ragged edges included."""
-    if frame.ndim > 2:
-        return np.stack([reference_downsample(module, factor) for module in frame])
     rows, cols = frame.shape
-    means = np.array(
+    return np.array(
         [
             [frame[r : r + factor, c : c + factor].mean() for c in range(0, cols, factor)]
             for r in range(0, rows, factor)
         ]
     )
+
+
+def reference_downsample(frame: np.ndarray, factor: int) -> np.ndarray:
+    """Block means, rounded for integer frames; each module of a stack alone."""
+    if frame.ndim > 2:
+        return np.stack([reference_downsample(module, factor) for module in frame])
+    means = reference_means(frame, factor)
     if frame.dtype.kind in "iu":
         return np.rint(means).astype(frame.dtype)
     return means.astype(frame.dtype)
@@ -329,19 +336,145 @@ def test_last_frame_png_for_browsers(
     assert picture.size == (13, 10)
 
 
-def test_last_frame_pickle_on_request(
+class BuiltinsOnly(pickle.Unpickler):
+    """Unpickles only builtins: what any client can load, whatever its numpy version."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"the payload needs {module}.{name}")
+
+
+def maxiv_parts(reply: httpx.Response) -> list[Any]:
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "image/pickle"
+    parts: list[Any] = BuiltinsOnly(io.BytesIO(reply.content)).load()
+    return parts
+
+
+def test_last_frame_pickle_is_max_ivs_form_as_received(
     client: httpx.Client, receiver: FakeReceiver, compression: str
 ) -> None:
     receiver.image = make_image(FRAME, compression)
 
-    reply = client.get("/last_frame", params={"format": "pickle"})
+    header, blob = maxiv_parts(client.get("/last_frame", params={"format": "pickle"}))
 
-    assert reply.headers["content-type"] == "image/pickle"
-    header, raw = pickle.loads(reply.content)
-    assert header["htype"] == "image"
-    assert header["frame"] == 4
-    assert header["compression"] == "none"
-    np.testing.assert_array_equal(frame_from_raw(header, raw), FRAME)
+    assert header == receiver.image.fields
+    assert blob == bytes(receiver.image.data)
+    np.testing.assert_array_equal(maxiv_client.decode([header, blob]), FRAME)
+
+
+def test_max_iv_drop_in_mode_serves_pickle_by_default(compression: str) -> None:
+    receiver = FakeReceiver(make_image(FRAME, compression))
+    app = create_app(receiver, legacy_pickle_default=True)
+    with ApiServer(app) as server, httpx.Client(base_url=server.url, timeout=5) as client:
+        legacy = client.get("/last_frame")
+        raw = client.get("/last_frame", params={"format": "raw"})
+
+    header, blob = maxiv_parts(legacy)
+    assert header["compression"] == compression
+    np.testing.assert_array_equal(maxiv_client.decode([header, blob]), FRAME)
+    assert raw.headers["content-type"] == "application/octet-stream"
+
+
+def test_max_iv_downsamples_only_uncompressed_uint16_frames_and_truncates(
+    client: httpx.Client, receiver: FakeReceiver
+) -> None:
+    receiver.downsample = 4
+    truncated = np.trunc(reference_means(FRAME, 4)).astype(np.uint16)
+    receiver.image = make_image(FRAME)
+
+    header, blob = maxiv_parts(client.get("/last_frame", params={"format": "pickle"}))
+
+    assert header["shape"] == [10, 13]
+    np.testing.assert_array_equal(frame_from_raw(header, blob), truncated)
+    for other in (make_image(FRAME, "bslz4"), make_image(FRAME.astype(np.uint32))):
+        receiver.image = other
+        header, blob = maxiv_parts(client.get("/last_frame", params={"format": "pickle"}))
+        assert header["shape"] == [37, 50]
+        assert blob == bytes(other.data)
+
+
+def test_max_iv_form_of_a_dectris_frame_is_the_header_max_iv_makes(
+    client: httpx.Client, receiver: FakeReceiver
+) -> None:
+    frame = FRAME.astype(np.uint32)
+    chunk = bslz4.compress(frame)
+    fields = {"htype": "dimage-1.0", "series": 3, "frame": 4, "hash": "x", "start_time": 1}
+    receiver.image = Image(5, 4, frame.shape, frame.dtype, "bslz4", chunk, fields=fields, series=3)
+
+    header, blob = maxiv_parts(client.get("/last_frame", params={"format": "pickle"}))
+
+    assert header == {
+        "htype": "image",
+        "msg_number": 5,
+        "frame": 4,
+        "shape": [37, 50],
+        "type": "uint32",
+        "compression": "bslz4",
+    }
+    assert blob == chunk
+    np.testing.assert_array_equal(maxiv_client.decompress_lz4(blob, [37, 50], "uint32"), frame)
+
+
+def test_max_iv_form_of_thresholds_is_one_blob_per_threshold(
+    client: httpx.Client, receiver: FakeReceiver
+) -> None:
+    planes = [FRAME, FRAME[::-1].copy()]
+    chunks = [bslz4.compress(plane) for plane in planes]
+    receiver.image = StackedImage(
+        5, 4, (2, 37, 50), FRAME.dtype, "bslz4", b"".join(chunks),
+        fields={"series_id": 3, "image_id": 4}, chunk_sizes=tuple(map(len, chunks)),
+    )  # fmt: skip
+
+    header, *blobs = maxiv_parts(client.get("/last_frame", params={"format": "pickle"}))
+
+    assert (header["shape"], header["chunks"]) == ([2, 37, 50], [1, 37, 50])
+    assert blobs == chunks
+    np.testing.assert_array_equal(maxiv_client.decode([header, *blobs]), np.stack(planes))
+
+
+def test_max_iv_form_of_a_transformed_frame_describes_the_blob_sent(
+    client: httpx.Client, receiver: FakeReceiver
+) -> None:
+    frame = FRAME.astype(np.int32)
+    chunk = bslz4.compress(frame)
+    fields = {"htype": "image", "msg_number": 5, "frame": 4, "shape": [50, 37]}
+    fields |= {"type": "int32", "compression": "cbf"}
+    receiver.image = Image(5, 4, frame.shape, frame.dtype, "bslz4", chunk, fields=fields)
+
+    header, blob = maxiv_parts(client.get("/last_frame", params={"format": "pickle"}))
+
+    assert (header["shape"], header["type"], header["compression"]) == ([37, 50], "int32", "bslz4")
+    np.testing.assert_array_equal(maxiv_client.decode([header, blob]), frame)
+
+
+def test_max_iv_form_of_a_module_frame_is_every_module_and_where_it_goes(
+    client: httpx.Client, receiver: FakeReceiver
+) -> None:
+    m0, m1 = FRAME[:, :25].copy(), FRAME[:, 25:].copy()
+    layout = ModuleLayout(
+        modules=(
+            ModulePlacement("m0", "tcp://dcu1:9010", x=0, y=0, rotation=0),
+            ModulePlacement("m1", "tcp://dcu1:9011", x=0, y=37, rotation=3),
+        ),
+        full_shape=(62, 37),
+        fill_value="max",
+    )
+    fields = {"htype": "image", "msg_number": 5, "frame": 4, "shape": [37, 25]}
+    fields |= {"type": "uint16", "compression": "bslz4"}
+    receiver.image = ModuleImage(
+        5, 4, (2, 37, 25), FRAME.dtype, "bslz4", ModuleParts((bslz4.compress(m0), None)),  # type: ignore[arg-type]
+        fields=fields, layout=layout,
+    )  # fmt: skip
+
+    header, *blobs = maxiv_parts(client.get("/last_frame", params={"format": "pickle"}))
+
+    assert (header["shape"], header["chunks"]) == ([2, 37, 25], [1, 37, 25])
+    assert (header["x"], header["y"], header["rotation"]) == ([0, 0], [0, 37], [0, 270])
+    assert header["full_shape"] == [62, 37]
+    stack = maxiv_client.decode([header, *blobs])
+    np.testing.assert_array_equal(stack[0], m0)
+    assert (stack[1] == np.iinfo(np.uint16).max).all()
+    del m1
 
 
 def test_unknown_frame_format_is_422(client: httpx.Client, receiver: FakeReceiver) -> None:
@@ -361,20 +494,6 @@ def test_undecodable_frame_says_why(client: httpx.Client, receiver: FakeReceiver
 
     assert reply.status_code == 500
     assert "frame 4" in reply.json()["detail"]
-
-
-def test_max_iv_drop_in_mode_serves_pickle_by_default(compression: str) -> None:
-    receiver = FakeReceiver(make_image(FRAME, compression))
-    receiver.downsample = 4
-    app = create_app(receiver, legacy_pickle_default=True)
-    with ApiServer(app) as server, httpx.Client(base_url=server.url, timeout=5) as client:
-        legacy = client.get("/last_frame")
-        raw = client.get("/last_frame", params={"format": "raw"})
-
-    assert legacy.headers["content-type"] == "image/pickle"
-    header, pixels = pickle.loads(legacy.content)
-    np.testing.assert_array_equal(frame_from_raw(header, pixels), reference_downsample(FRAME, 4))
-    assert raw.headers["content-type"] == "application/octet-stream"
 
 
 def test_metrics_in_prometheus_text(client: httpx.Client, receiver: FakeReceiver) -> None:

@@ -42,11 +42,58 @@ femtomax-pilatus:
   rotate: false
   compress: false
 
-femtomax-rotated:
+cosaxs-pilatus:
   class: Detector
   dcu_host_purple: 172.18.22.6
   pipeline: PilatusPipeline
   rotate: true
+  mask: [[0, 100], [200, 260]]
+
+no-pipeline:
+  class: Detector
+  dcu_host_purple: 172.18.22.6
+  rotate: true
+  compress: false
+
+formax-orca:
+  class: Detector
+  nworkers: 2
+  dcu_host_purple: 172.18.28.7
+  pipeline: OrcaPipeline
+
+balanced:
+  class: Detector
+  dcu_host_purple: [172.18.22.6, 172.18.22.7]
+  dcu_port_purple: [9999, 9998]
+  data_port: 27001
+
+balanced-eiger:
+  class: Eiger
+  dcu_host_purple: [172.18.28.6, 172.18.28.9]
+
+ports-without-hosts:
+  class: Detector
+  dcu_host_purple: 172.18.22.6
+  dcu_port_purple: [9999, 9998]
+
+lambda-one-host:
+  class: Lambda
+  dcu_host_purple: 172.18.28.4
+
+lambda-with-pipeline:
+  class: Lambda
+  dcu_host_purple: [172.18.28.4, 172.18.28.5]
+  pipeline: PilatusPipeline
+
+jungfrau:
+  class: Jungfrau
+  dcu_host_purple: 172.18.28.10
+
+bad-mask:
+  class: Detector
+  dcu_host_purple: 172.18.22.6
+  pipeline: PilatusPipeline
+  mask: [[100, 0], [200, 260]]
 
 unknown-pipeline:
   class: Detector
@@ -93,17 +140,85 @@ def test_an_entry_maps_onto_our_settings(tmp_path, caplog):
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ("formax-lambda", "class Lambda needs multi-module"),
-        ("femtomax-rotated", "rotate: true names no angle"),
+        ("lambda-one-host", "must list one DCU host per module"),
+        ("ports-without-hosts", "dcu_port_purple lists 2 ports for 1 DCU host"),
+        ("jungfrau", "class Jungfrau is not read here"),
+        ("bad-mask", "mask must be [[first row, end row], [first column, end column]]"),
         ("unknown-pipeline", "pipeline 'LambdaPipeline' is unknown here"),
         ("nope", "there is no entry 'nope'"),
         (None, "no entry was named"),
     ],
 )
-def test_what_cannot_run_yet_is_refused_with_the_reason(tmp_path, entry, expected):
+def test_what_cannot_run_is_refused_with_the_reason(tmp_path, entry, expected):
     with pytest.raises(ConfigError, match="MAX IV configuration") as info:
         load(write_yaml(tmp_path), entry=entry)
     assert expected in str(info.value)
+
+
+def test_a_lambda_entry_is_one_module_stream_per_dcu_placed_by_the_headers(tmp_path):
+    config = load(write_yaml(tmp_path), entry="formax-lambda")
+
+    assert [(m.name, m.connect) for m in config.modules] == [
+        ("m0", "tcp://172.18.28.4:9010"),
+        ("m1", "tcp://172.18.28.4:9011"),
+        ("m2", "tcp://172.18.28.5:9012"),
+        ("m3", "tcp://172.18.28.5:9013"),
+    ]
+    assert not any(m.placed for m in config.modules)
+    assert config.full_shape is None
+    assert (config.protocol, config.detector_name, config.forward) == (
+        "stins",
+        "lambda",
+        "tcp://*:23002",
+    )
+    assert config.legacy_last_frame is True
+
+
+def test_a_lambda_entry_ignores_pipelines_as_max_iv_does(tmp_path, caplog):
+    config = load(write_yaml(tmp_path), entry="lambda-with-pipeline")
+
+    assert config.transforms == []
+    assert "MAX IV's Lambda class applies no pipeline" in caplog.text
+
+
+def test_several_dcu_hosts_are_one_stream_every_worker_reads(tmp_path):
+    config = load(write_yaml(tmp_path), entry="balanced")
+
+    assert config.connect == ["tcp://172.18.22.6:9999", "tcp://172.18.22.7:9998"]
+    assert config.workers == 2
+    assert config.protocol == "stins"
+
+
+def test_several_dcu_hosts_of_an_eiger(tmp_path):
+    config = load(write_yaml(tmp_path), entry="balanced-eiger")
+
+    assert config.connect == ["tcp://172.18.28.6:9999", "tcp://172.18.28.9:9999"]
+    assert config.protocol == "dectris-v1"
+
+
+def test_the_pilatus_pipeline_turns_clockwise_and_masks_as_max_ivs(tmp_path):
+    config = load(write_yaml(tmp_path), entry="cosaxs-pilatus")
+
+    kinds = [t.model_dump(exclude_none=True) for t in config.transforms]
+    assert kinds == [
+        {"kind": "cbf", "compression": "bslz4"},
+        {"kind": "rotate", "k": -1},
+        {"kind": "mask", "x": 200, "y": 0, "width": 60, "height": 100, "value": -1},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "warned"),
+    [
+        ("no-pipeline", "only MAX IV's PilatusPipeline reads it"),
+        ("formax-orca", "OrcaPipeline not applied"),
+    ],
+)
+def test_keys_max_iv_would_not_apply_are_ignored_with_a_warning(tmp_path, caplog, entry, warned):
+    config = load(write_yaml(tmp_path), entry=entry)
+
+    assert config.transforms == []
+    assert warned in caplog.text
 
 
 def test_the_pilatus_pipeline_becomes_cbf_decoding_without_recompression(tmp_path):
