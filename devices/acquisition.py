@@ -173,9 +173,21 @@ class Acquisition:
             time.sleep(POLL_S)
 
     def _watch(self) -> None:
+        """Looks at receiver and backend until the series is over; a failure nobody foresaw
+        is FAULT with its reason, never a dead watcher and a device left RUNNING."""
         while not self._closing.wait(WATCH_S):
             with self._lock:
-                if self._check() is not LoopState.RUNNING:
+                try:
+                    state = self._check()
+                except Exception as exc:
+                    logger.exception("the acquisition watcher failed")
+                    self._set(
+                        LoopState.FAULT,
+                        f"internal error while watching the acquisition ({type(exc).__name__}: "
+                        f"{exc}); Stop or Init recovers: report this",
+                    )
+                    return
+                if state is not LoopState.RUNNING:
                     return
 
     def _check(self) -> LoopState:

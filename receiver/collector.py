@@ -8,7 +8,7 @@ reference only (decoding happens when a client asks).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from protocols.model import Image, Message, SeriesStart
@@ -16,6 +16,7 @@ from receiver.forwarder import Forwarder
 from receiver.reorder import Gap, OutOfTurn, Placed, Stale
 from receiver.state import RateMeter
 from receiver.stream_items import Malformed, Problem
+from receiver.threads import ReportedThread
 from receiver.writer import SeriesWriter, WriterItem
 
 POLL_S = 0.2
@@ -30,7 +31,7 @@ class OrderedSource(Protocol):
     def get_batch(self, timeout: float, limit: int) -> Sequence[Ordered]: ...
 
 
-class Collector(threading.Thread):
+class Collector(ReportedThread):
     """Single consumer of the reorderer."""
 
     def __init__(
@@ -39,8 +40,9 @@ class Collector(threading.Thread):
         writer: SeriesWriter,
         forwarder: Forwarder | None,
         batch_bytes: int,
+        on_failure: Callable[[str], None],
     ) -> None:
-        super().__init__(name="collector", daemon=True)
+        super().__init__("collector", on_failure)
         self._reorderer = reorderer
         self._writer = writer
         self._forwarder = forwarder
@@ -54,7 +56,7 @@ class Collector(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
 
-    def run(self) -> None:
+    def work(self) -> None:
         limit = MAX_BATCH
         while not self._stopping.is_set():
             batch = self._reorderer.get_batch(POLL_S, limit)

@@ -25,13 +25,14 @@ from protocols import stins
 from protocols.model import Buffer, Image, Message
 from receiver import assembly
 from receiver.stream_items import ModuleImage
+from receiver.threads import ReportedThread
 
 logger = logging.getLogger(__name__)
 
 SEND_TIMEOUT_MS = 200
 
 
-class Forwarder(threading.Thread):
+class Forwarder(ReportedThread):
     """Owns the PUSH socket; :meth:`forward` may be called from one other thread."""
 
     def __init__(
@@ -40,10 +41,12 @@ class Forwarder(threading.Thread):
         endpoint: str,
         hwm: int,
         buffer_bytes: int,
-        on_error: Callable[[str], None] | None = None,
+        on_error: Callable[[str], None],
+        on_failure: Callable[[str], None],
     ) -> None:
-        """``on_error`` hears of a frame that could not be sent (it is counted as missed)."""
-        super().__init__(name="forwarder", daemon=True)
+        """``on_error`` hears of a frame that could not be sent (it is counted as missed),
+        ``on_failure`` of the thread's end if it fails."""
+        super().__init__("forwarder", on_failure)
         self._socket = context.socket(zmq.PUSH)
         self._socket.sndhwm = hwm
         self._socket.sndtimeo = SEND_TIMEOUT_MS
@@ -84,7 +87,7 @@ class Forwarder(threading.Thread):
         with self._cond:
             self.missed += 1
 
-    def run(self) -> None:
+    def work(self) -> None:
         try:
             while True:
                 with self._cond:
@@ -112,8 +115,7 @@ class Forwarder(threading.Thread):
             self.missed += 1
             reason = f"frame {message.frame} was not forwarded: {exc}"
             logger.warning("%s", reason)
-            if self._on_error is not None:
-                self._on_error(reason)
+            self._on_error(reason)
             return None
 
     def _send(self, parts: list[Buffer]) -> None:

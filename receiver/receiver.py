@@ -80,19 +80,23 @@ class Receiver:
                 protocol.series,
                 frame_of=_storable_frame,
             )
-        self._writer = SeriesWriter(config, self.board, self._unreadable)
+        self._failures: deque[str] = deque(maxlen=UNREADABLE_KEPT)
+        self._writer = SeriesWriter(config, self.board, self._unreadable, self._failures)
         self._forwarder = (
             Forwarder(
                 self._context,
                 config.forward,
                 config.forward_hwm,
                 config.forward_buffer_bytes,
-                self.board.fail,
+                self._failures.append,
+                self.board.break_down,
             )
             if config.forward
             else None
         )
-        self._collector = Collector(self._source, self._writer, self._forwarder, config.batch_bytes)
+        self._collector = Collector(
+            self._source, self._writer, self._forwarder, config.batch_bytes, self.board.break_down
+        )
         transforms = build_pipeline(config.transforms)
         if reorderer is not None:
             parse = with_transforms(protocol.parse, transforms)
@@ -134,6 +138,7 @@ class Receiver:
             parse,
             reorderer,
             on_unreadable,
+            self._failures.append,
             subscribe=self.config.socket == "sub",
         )
 

@@ -53,6 +53,7 @@ class StatusBoard:
         self._state = State.IDLE
         self._reason = ""
         self._series_open = False
+        self._broken = ""
         self.series = SeriesCounters()
         self.series_count = 0
         self._last_series: LastSeries | None = None
@@ -71,6 +72,18 @@ class StatusBoard:
             self.series_count += 1
             self._series_open = True
             self._state, self._reason = State.RUNNING, ""
+            if self._broken:
+                self._state, self._reason = State.ERROR, self._broken
+
+    def break_down(self, reason: str) -> None:
+        """A part of the receiver stopped for good: error with ``reason`` until it is restarted.
+
+        Neither a new series nor a reset leaves this error, since what stopped
+        does not start again by itself.
+        """
+        with self._lock:
+            self._broken = reason
+        self.fail(reason)
 
     def end_series(self) -> None:
         with self._lock:
@@ -95,7 +108,7 @@ class StatusBoard:
     def reset(self) -> None:
         """Leave error: back to running if a series is still open, else idle."""
         with self._lock:
-            if self._state is State.ERROR:
+            if self._state is State.ERROR and not self._broken:
                 self._state = State.RUNNING if self._series_open else State.IDLE
                 self._reason = ""
 

@@ -19,6 +19,7 @@ from protocols.model import Image, Message, SeriesStart
 from receiver.readers import Parser
 from receiver.reorder import Reorderer
 from receiver.stream_items import Malformed
+from receiver.threads import ReportedThread
 from receiver.zmq_batch import Parts, TooManyParts, batch_receiver
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ POLL_MS = 200
 BATCH = 256
 
 
-class Worker(threading.Thread):
+class Worker(ReportedThread):
     """One PULL (or, for a PUB stream, SUB) socket connected to every stream endpoint."""
 
     def __init__(
@@ -42,9 +43,12 @@ class Worker(threading.Thread):
         parse: Parser,
         reorderer: Reorderer[Message | Malformed],
         on_unreadable: Callable[[str], None],
+        on_failure: Callable[[str], None],
         subscribe: bool = False,
     ) -> None:
-        super().__init__(name=f"worker-{index}", daemon=True)
+        """``on_failure`` hears of a message that failed in a way no reader foresaw (the
+        worker goes on with the next), and of the thread's end if it fails."""
+        super().__init__(f"worker-{index}", on_failure)
         self._socket = context.socket(zmq.SUB if subscribe else zmq.PULL)
         if subscribe:
             self._socket.setsockopt(zmq.SUBSCRIBE, b"")
@@ -63,7 +67,7 @@ class Worker(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
 
-    def run(self) -> None:
+    def work(self) -> None:
         """Hands on batches: one lock and one wake-up of the reorderer for all of them."""
         receiver = batch_receiver(self._socket, BATCH)
         try:
@@ -87,5 +91,13 @@ class Worker(threading.Thread):
                 self._on_unreadable(exc.reason)
                 return None
             return exc.seq, Malformed(exc.seq, exc.reason, exc.series), False, 0
+        except Exception as exc:  # a reader's or transform's bug: this message, not the worker
+            self.unreadable_count += 1
+            logger.exception("a message failed in %s", self.name)
+            self._on_failure(
+                f"internal error reading a message in {self.name} ({type(exc).__name__}: "
+                f"{exc}); the message was skipped, the stream goes on: report this"
+            )
+            return None
         nbytes = len(message.data) if isinstance(message, Image) else 0
         return message.seq, message, isinstance(message, SeriesStart), nbytes

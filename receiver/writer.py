@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import queue
 import shutil
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from receiver.paths import PathRefusedError, create_destination
 from receiver.reorder import Gap, Stale
 from receiver.state import RateMeter, StatusBoard
 from receiver.stream_items import Malformed, Problem
+from receiver.threads import ReportedThread
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,19 @@ SPACE_CHECK_BYTES = 64 * 1024**2
 class SeriesWriter:
     """Consumes ordered messages from a bounded queue; a full queue pushes back on the stream."""
 
-    def __init__(self, config: ReceiverConfig, board: StatusBoard, unreadable: deque[str]) -> None:
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        board: StatusBoard,
+        unreadable: deque[str],
+        failures: deque[str],
+    ) -> None:
+        """``failures``: what went wrong in other threads, told in stream order from here (a
+        failure told directly could come before the header of its series, which clears it)."""
         self._config = config
         self._board = board
         self._unreadable = unreadable
+        self._failures = failures
         self._queue: queue.Queue[Sequence[WriterItem]] = queue.Queue(maxsize=config.writer_queue)
         self._file: NexusFile | None = None
         self._series_open = False
@@ -48,7 +57,7 @@ class SeriesWriter:
         self._gaps: list[tuple[int, str]] = []
         self._flushed_at = 0.0
         self.rate = RateMeter()
-        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self._thread = ReportedThread("writer", board.break_down, self._run)
 
     def start(self) -> None:
         self._thread.start()
@@ -78,6 +87,8 @@ class SeriesWriter:
                 self._guarded(self._handle, item)
                 receive_only = self._receives_only()
             self._guarded(self._store, run)
+            while self._failures:
+                self._board.fail(self._failures.popleft())
             self._guarded(self._flush_if_due, time.monotonic())
         if self._series_open:
             self._finish("the receiver stopped before series_end")
@@ -124,7 +135,10 @@ class SeriesWriter:
             action(argument)
         except Exception as exc:
             logger.exception("writer failed in %s", action.__name__)
-            self._board.fail(f"internal writer error: {exc}")
+            self._board.fail(
+                f"internal writer error ({type(exc).__name__}: {exc}); the writer goes on with "
+                "the next message: report this"
+            )
 
     def _store(self, run: list[Image]) -> None:
         """Write consecutive frames of the open file as one batch."""

@@ -203,3 +203,19 @@ def test_unknown_backend_and_bad_simulator_properties_are_named() -> None:
         create_backend("pilatus9", {})
     with pytest.raises(BackendError, match="simulator properties: PixelType"):
         create_backend("simulator", {"PixelType": "complex64"})
+
+
+@pytest.mark.allow_error_log
+def test_a_watcher_failure_nobody_foresaw_is_fault_with_its_reason(
+    loop: Acquisition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop.arm(settings(TriggerMode.SOFTWARE, "watched.h5"))
+
+    def broken_status() -> object:
+        raise RuntimeError("status table corrupted")
+
+    monkeypatch.setattr(loop.receiver, "status", broken_status)
+    wait_until(lambda: loop.state is LoopState.FAULT, 5, "FAULT")
+
+    assert "internal error while watching the acquisition" in loop.status
+    assert "RuntimeError: status table corrupted" in loop.status
