@@ -31,6 +31,10 @@ as STINS senders number them) go ahead, so a frame of a later series whose
 header is still on its way is never taken for one of the open series; such
 frames wait for room as before, which cannot deadlock: everything the open
 series still needs was sent before them and is in no socket behind them.
+A sender that starts the numbering again with each series makes the same
+number mean a message of this series or of the next: such a stream is kept
+apart series by series (``receiver/renumbering.py``), and the order moves to
+the next series at each series end.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from receiver.renumbering import STRIDE, Renumbering, next_epoch, number_of
 
 T = TypeVar("T")
 
@@ -123,6 +129,8 @@ class Reorderer(Generic[T]):
         self._frame_of = frame_of
         self._ends_series = ends_series
         self._open_header: int | None = None
+        self._series_ended = False
+        self._renumbering = Renumbering()
         self._ahead: list[OutOfTurn[T]] = []
         self._ahead_bytes = 0
         self._marks = 0
@@ -138,8 +146,14 @@ class Reorderer(Generic[T]):
         entry is not the one needed; the collector is told about what was
         added so far before waiting.
         """
+        worker = threading.get_ident()
         with self._lock:
-            for seq, item, is_header, nbytes in entries:
+            for number, item, is_header, nbytes in entries:
+                waiting = None
+                passed = number in self._pending or (self._next is not None and number < self._next)
+                if self._renumbering.restarts(number, is_header, passed):
+                    waiting = self._move_to_first_epoch()
+                seq = self._renumbering.place(worker, number, is_header, self._next or 0, waiting)
                 if self._wait_for_room(seq, item, is_header, nbytes):
                     continue
                 if seq in self._pending:
@@ -148,6 +162,21 @@ class Reorderer(Generic[T]):
                 self._pending[seq] = (item, is_header, nbytes)
                 self._pending_bytes += nbytes
             self._can_get.notify()
+
+    def _move_to_first_epoch(self) -> set[int]:
+        """The numbering restarts: what waits below the order, or after a series that has
+        ended, can only be of the next series, and moves to its epoch."""
+        expected = self._next
+        if self._series_ended:
+            moved = set(self._pending)
+        elif expected is None:
+            moved = set()
+        else:
+            moved = {seq for seq in self._pending if seq < expected}
+        self._pending = {
+            (STRIDE + seq if seq in moved else seq): entry for seq, entry in self._pending.items()
+        }
+        return moved
 
     def _wait_for_room(self, seq: int, item: T, is_header: bool, nbytes: int) -> bool:
         """Wait until the item may be added; True when it went to the file out of turn instead.
@@ -286,6 +315,12 @@ class Reorderer(Generic[T]):
             return None
         if self._next in self._pending:
             return self._release(self._next)
+        if self._renumbering.active and self._next is not None:
+            following = self._following_header(self._next)
+            if following is not None:
+                self._next = following
+                below = [seq for seq in self._pending if seq < following]
+                return self._drop(below) if below else self._release(following)
         restart = self._restart_header()
         if restart is not None:
             return self._restart_at(restart)
@@ -307,9 +342,25 @@ class Reorderer(Generic[T]):
         first = min(self._pending)
         if self._next is None:
             return self._release(first)
-        gap = Gap(self._next, first - 1)
+        if next_epoch(self._next) <= first:  # the rest of a series numbered again after it
+            gap = Gap(number_of(self._next), number_of(self._next))
+        else:
+            gap = Gap(number_of(self._next), number_of(first - 1))
         self._next = first
         return gap
+
+    def _following_header(self, expected: int) -> int | None:
+        """A header of a later epoch, when nothing of the epoch of ``expected`` waits: its
+        series has nothing more to come but perhaps its end, so the next one starts now
+        (as a header that restarts the numbering did before epochs)."""
+        if any(expected <= seq < next_epoch(expected) for seq in self._pending):
+            return None
+        headers = [
+            seq
+            for seq, (_, is_header, _) in self._pending.items()
+            if is_header and seq >= next_epoch(expected)
+        ]
+        return min(headers) if headers else None
 
     def _restart_header(self) -> int | None:
         """The lowest pending header that starts a new numbering, if any.
@@ -367,8 +418,12 @@ class Reorderer(Generic[T]):
             self._marks -= 1
         elif is_header:
             self._open_header = seq
+            self._series_ended = False
         elif self._ends(item):
             self._open_header = None
+            self._series_ended = True
         self._next = seq + 1
+        if self._renumbering.active and self._ends(item):
+            self._next = next_epoch(seq)
         self._stalled_since = None
         return item
