@@ -9,13 +9,24 @@ which runs the closed loop with the backend and receiver chosen by properties.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import io
 import json
 import logging
-from typing import Any, NoReturn
+import os
+import re
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
-from tango import AttrWriteType, DevState, Except
+from tango import ApiUtil, AttrWriteType, DevFailed, DevState, Except
+from tango.pyutil import parse_args as parse_tango_args
 from tango.server import Device, attribute, command, device_property, run
 
 from devices.acquisition import Acquisition, AcquisitionError, LoopState
@@ -28,7 +39,14 @@ from devices.receiver_link import (
     RemoteReceiver,
     embedded_config,
 )
-from devices.settings import TRIGGER_MODE_HELP, SettingsError, TriggerMode, WrittenSettings
+from devices.settings import (
+    TRIGGER_MODE_HELP,
+    SettingsError,
+    TriggerMode,
+    WrittenSettings,
+    check_written,
+    refuse_below,
+)
 from receiver.config import ConfigError
 from receiver.status import ReceiverStatus
 
@@ -40,6 +58,8 @@ STATES = {
     LoopState.FAULT: DevState.FAULT,
 }
 MAX_IMAGE_SIDE = 8192
+PROG = "DetectorDevice"
+HELP_OPTIONS = {"-h", "-?", "--help"}
 BACKEND_PROPERTIES = (
     "DetectorAddress",
     "StreamAddress",
@@ -259,6 +279,21 @@ class DetectorDevice(Device):
         self._settable(name)
         self._written = dataclasses.replace(self._written, **change)
 
+    def _in_limits(self, name: str, value: float, least: float | None = None) -> None:
+        """Refuse a value below the attribute's limit with the limit, as Tango's min_value did.
+
+        The limits are checked here rather than by Tango (``min_value``), whose
+        refusal names no limit and no value; ``least`` for an attribute that is
+        not a setting of the model (LatencyTime).
+        """
+        try:
+            if least is None:
+                check_written(name, value)
+            else:
+                refuse_below(name, value, least, "s")
+        except SettingsError as exc:
+            _refuse("BadSetting", str(exc), f"DetectorDevice.write_{name}")
+
     # Commands
 
     @command(doc_in="", doc_out="")
@@ -290,14 +325,14 @@ class DetectorDevice(Device):
         access=AttrWriteType.READ_WRITE,
         unit="s",
         format="%8.6f",
-        min_value=0,
-        doc="exposure (count) time of each frame",
+        doc="exposure (count) time of each frame (at least 0 s; more than 0 at Arm)",
     )
     def ExposureTime(self) -> float:
         return self._written.exposure_time
 
     @ExposureTime.write
     def ExposureTime(self, value: float) -> None:
+        self._in_limits("ExposureTime", value)
         frame_time = max(self._written.frame_time, value)
         self._update("ExposureTime", exposure_time=value, frame_time=frame_time)
 
@@ -306,7 +341,6 @@ class DetectorDevice(Device):
         access=AttrWriteType.READ_WRITE,
         unit="s",
         format="%8.6f",
-        min_value=0,
         doc="period of the frames within a trigger (>= ExposureTime)",
     )
     def FrameTime(self) -> float:
@@ -314,6 +348,7 @@ class DetectorDevice(Device):
 
     @FrameTime.write
     def FrameTime(self, value: float) -> None:
+        self._in_limits("FrameTime", value)
         if value < self._written.exposure_time:
             _refuse(
                 "BadSetting",
@@ -328,14 +363,14 @@ class DetectorDevice(Device):
         access=AttrWriteType.READ_WRITE,
         unit="s",
         format="%8.6f",
-        min_value=0,
-        doc="dead time between frames: FrameTime - ExposureTime (writing it sets FrameTime)",
+        doc="dead time between frames, at least 0 s: FrameTime - ExposureTime (writing it sets FrameTime)",
     )
     def LatencyTime(self) -> float:
         return self._written.frame_time - self._written.exposure_time
 
     @LatencyTime.write
     def LatencyTime(self, value: float) -> None:
+        self._in_limits("LatencyTime", value, least=0.0)
         self._update("LatencyTime", frame_time=self._written.exposure_time + value)
 
     @attribute(
@@ -354,28 +389,28 @@ class DetectorDevice(Device):
         dtype=int,
         access=AttrWriteType.READ_WRITE,
         format="%d",
-        min_value=1,
-        doc="triggers in the series (INTERNAL: bursts run back to back)",
+        doc="triggers in the series, at least 1 (INTERNAL: bursts run back to back)",
     )
     def nTriggers(self) -> int:
         return self._written.n_triggers
 
     @nTriggers.write
     def nTriggers(self, value: int) -> None:
+        self._in_limits("nTriggers", value)
         self._update("nTriggers", n_triggers=value)
 
     @attribute(
         dtype=int,
         access=AttrWriteType.READ_WRITE,
         format="%d",
-        min_value=1,
-        doc="frames taken for each trigger",
+        doc="frames taken for each trigger, at least 1",
     )
     def nFramesPerTrigger(self) -> int:
         return self._written.frames_per_trigger
 
     @nFramesPerTrigger.write
     def nFramesPerTrigger(self, value: int) -> None:
+        self._in_limits("nFramesPerTrigger", value)
         self._update("nFramesPerTrigger", frames_per_trigger=value)
 
     @attribute(
@@ -457,9 +492,143 @@ class DetectorDevice(Device):
 
 
 def main(args: list[str] | None = None) -> int:
-    """``DetectorDevice <instance>``: the device server (standard Tango options apply)."""
+    """``DetectorDevice <instance>``: the device server (standard Tango options apply).
+
+    Started by hand or by Starter, it behaves the same: one process per
+    instance and database, ended cleanly by SIGTERM or SIGINT.
+    """
+    argv = [PROG, *(sys.argv[1:] if args is None else args[1:])]
+    # Starter forks its servers from a thread that blocks SIGINT, SIGTERM and more, and a
+    # signal mask survives exec: without this, the server ignored both. Cleared before any
+    # thread starts, so every thread of the server starts with an empty mask.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    if HELP_OPTIONS.intersection(argv[1:]):
+        print(
+            f"{PROG} INSTANCE: the detector-daq Tango device server (MAX IV detector interface). "
+            "INSTANCE is a server loaded into the database of TANGO_HOST (daq-tango load), "
+            "e.g. det01; its device's properties are described in docs/tango.md.\n"
+        )
+        parse_tango_args(list(argv))  # prints Tango's own options and exits
+        return 0
+    refusal = _argument_refusal(argv)
+    if refusal is not None:
+        print(f"{PROG}: error: {refusal}", file=sys.stderr)
+        return 2
+    instance = argv[1]
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run((DetectorDevice,), args=args)
+    tango_host = _tango_host(argv)
+    lock = contextlib.nullcontext() if tango_host is None else instance_lock(instance, tango_host)
+    try:
+        with lock:
+            run((DetectorDevice,), args=argv, raises=True)
+    except InstanceRunning as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the lock's directory or file
+        print(f"{PROG}: cannot take the instance lock: {exc}", file=sys.stderr)
+        return 1
+    except DevFailed as exc:
+        print(f"{PROG} {instance}: {_desc(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def _argument_refusal(argv: list[str]) -> str | None:
+    """What is wrong with the command line, in one line (None when Tango can take it).
+
+    Tango's own parser (pytango's) reads the options; its usage and error go
+    to stderr on two lines, so it is asked here with stderr captured, and
+    only its error line is kept.
+    """
+    if len(argv) < 2 or argv[1].startswith("-"):
+        return (
+            "give the server instance first, e.g. DetectorDevice det01 "
+            "(the instance loaded with daq-tango load; Tango options after it, see --help)"
+        )
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            parse_tango_args(list(argv))
+    except SystemExit as exc:
+        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
+        message = lines[-1] if lines else str(exc.code)
+        return message.split(": error: ", 1)[-1]
+    return None
+
+
+def _tango_host(argv: list[str]) -> str | None:
+    """The database this server registers with; None for -nodb and -file servers (no lock)."""
+    if any(arg in ("-nodb", "--nodb") or arg.startswith(("-file", "--file")) for arg in argv):
+        return None
+    try:
+        return str(ApiUtil.get_env_var("TANGO_HOST") or "")
+    except DevFailed:
+        return ""
+
+
+def _desc(exc: DevFailed) -> str:
+    """The most specific description of a DevFailed, on one line."""
+    errors = exc.args
+    text = errors[0].desc if errors else str(exc)
+    return " ".join(str(text).split())
+
+
+class InstanceRunning(RuntimeError):
+    """Another process already serves this instance on this database."""
+
+
+def instance_lock_path(instance: str, tango_host: str) -> Path:
+    """The lock file of ``instance`` on database ``tango_host``, for this user."""
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", f"{instance}@{tango_host}".lower())
+    return Path(tempfile.gettempdir()) / f"detector-daq-{os.getuid()}" / f"{PROG}-{key}.lock"
+
+
+@contextlib.contextmanager
+def instance_lock(instance: str, tango_host: str) -> Iterator[Path]:
+    """Hold, while the server runs, the lock that makes it start once per instance and database.
+
+    Tango refuses a second server of one instance only once the first has
+    exported its admin device; one started while the first is still starting
+    (Starter takes DevStart again until it sees the first running) can pass
+    that check and run beside it. The lock is the kernel's (``flock``), so it
+    ends with the process however the process ends; the file is removed on
+    the way out.
+    """
+    path = instance_lock_path(instance, tango_host)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    while True:
+        lock = path.open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            where = f"on TANGO_HOST {tango_host}" if tango_host else "on the default database"
+            raise InstanceRunning(
+                f"{instance} is already running {where} (pid {holder}); stop that one first "
+                f"(DevStop on Starter, or kill {holder})"
+            ) from None
+        if _same_file(lock, path):
+            break
+        lock.close()  # the holder removed it on its way out between our open and our lock
+    try:
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        lock.close()
+
+
+def _same_file(lock: TextIO, path: Path) -> bool:
+    try:
+        return os.fstat(lock.fileno()).st_ino == path.stat().st_ino
+    except FileNotFoundError:
+        return False

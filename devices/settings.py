@@ -132,6 +132,42 @@ class WrittenSettings:
 BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">=")}
 
 
+def check_written(title: str, value: float) -> None:
+    """Refuse, as it is written, a value below the least any series could use.
+
+    ``title`` is the Tango attribute (a field's title). The bound is the
+    field's own: a value at a strict bound (ExposureTime 0) is kept while the
+    client writes its settings and refused at Arm, as the model refuses it;
+    below it (ExposureTime -1, nTriggers 0) nothing can make it a series.
+    """
+    name = next(
+        key for key, field in AcquisitionSettings.model_fields.items() if field.title == title
+    )
+    field = AcquisitionSettings.model_fields[name]
+    bounds = [
+        bound
+        for meta in field.metadata
+        for bound in (getattr(meta, "gt", None), getattr(meta, "ge", None))
+        if isinstance(bound, int | float)
+    ]
+    for bound in bounds:
+        refuse_below(title, value, bound, _unit(name))
+
+
+def refuse_below(title: str, value: float, least: float, unit: str = "") -> None:
+    """:class:`SettingsError` ``<title> must be at least <least> <unit>, got <value>`` (NaN too)."""
+    if not value >= least:
+        spaced = f" {unit}" if unit else ""
+        raise SettingsError(
+            f"{title} must be at least {_number(least)}{spaced}, got {_number(value)}"
+        )
+
+
+def _unit(name: str) -> str:
+    extra = AcquisitionSettings.model_fields[name].json_schema_extra
+    return str(extra["unit"]) if isinstance(extra, dict) and "unit" in extra else ""
+
+
 def _refusal(error: ErrorDetails) -> str:
     """One validation error in the client's words: the Tango attribute, the bound, the value."""
     if error["type"] == CONSISTENCY or not error["loc"]:

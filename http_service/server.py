@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 from typing import ClassVar, Self
@@ -22,7 +23,15 @@ logger = logging.getLogger(__name__)
 
 
 class HttpServiceError(RuntimeError):
-    """The server could not start or stop; the text says why and what to do."""
+    """The server could not start or stop; the text says why and what to do.
+
+    ``reason`` is the cause alone (``Address already in use``), for a caller
+    that words the advice itself, naming its own flag or setting.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class _Server(uvicorn.Server):
@@ -113,7 +122,8 @@ class ThreadedServer:
             reason = repr(failure) if failure else f"not ready within {timeout:g} s"
             raise self.error(
                 f"{self._what} on {self._host}:{self._requested_port} did not start: {reason}; "
-                "see the log of logger 'uvicorn.error'"
+                "see the log of logger 'uvicorn.error'",
+                reason=f"did not start: {reason}",
             ) from failure
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -151,9 +161,12 @@ class ThreadedServer:
         try:
             return socket.create_server((self._host, self._requested_port), family=family)
         except OSError as exc:
+            # create_server appends "(while attempting to bind on address ...)" to strerror
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise self.error(
-                f"cannot listen on {self._host}:{self._requested_port} "
-                f"({exc.strerror or exc}); {self._busy_hint}"
+                f"cannot listen on {self._host}:{self._requested_port} ({reason}); "
+                f"{self._busy_hint}",
+                reason=reason,
             ) from None
 
     def _config(self) -> uvicorn.Config:

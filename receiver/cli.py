@@ -289,8 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         api.start()
     except (ApiServerError, OSError) as exc:
-        print(f"{PROG}: cannot serve the HTTP API: {exc}", file=sys.stderr)
-        receiver.stop()
+        reason = exc.reason if isinstance(exc, ApiServerError) else str(exc)
+        print(
+            f"{PROG}: cannot serve the HTTP API on {config.http_host}:{config.http_port} "
+            f"({reason}): pass another --http HOST:PORT, or stop what holds that port",
+            file=sys.stderr,
+        )
+        # The receiver was built, not started: it has no thread to stop, and its sockets
+        # close with the process (Receiver.stop joins threads, which needs them started).
         return 1
     receiver.start()
     logger.info(

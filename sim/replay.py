@@ -27,6 +27,7 @@ import orjson
 from pydantic import ValidationError
 
 from protocols import eiger_stream1, eiger_stream2, stins
+from sim.cli_support import OneLineParser, float_at_least, zmq_endpoint
 from sim.generator import DEFAULT_ENDPOINT, GeneratorError, GeneratorSettings, StreamGenerator
 
 log = logging.getLogger("daq-replay")
@@ -205,8 +206,15 @@ def _last_fields(messages: Sequence[Message], protocol: str) -> Mapping[str, Any
     return fields
 
 
+def _positive(text: str) -> float:
+    value = float_at_least(0)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 s, got 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Play a recorded detector stream (a *.cbors or *.cbors.gz capture: "
         "Dectris stream v1, v2 or STINS) back over a ZeroMQ PUSH socket, as the detector "
@@ -216,11 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--bind",
+        type=zmq_endpoint,
         metavar="ENDPOINT",
         default=DEFAULT_ENDPOINT,
         help="endpoint to bind, for the receiver to connect to (default: %(default)s)",
     )
-    where.add_argument("--connect", metavar="ENDPOINT", help="connect to a receiver that binds")
+    where.add_argument(
+        "--connect",
+        type=zmq_endpoint,
+        metavar="ENDPOINT",
+        help="connect to a receiver that binds, instead of binding (default: bind)",
+    )
     parser.add_argument(
         "--filename",
         metavar="PATH",
@@ -231,23 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--series-id",
         type=int,
         metavar="N",
-        help="replace the Dectris series id, so a capture played twice makes two series",
+        help="replace the Dectris series id, so a capture played twice makes two series "
+        "(default: as captured)",
     )
     parser.add_argument(
         "--add-end",
         action="store_true",
-        help="end the series when the capture stops before its series end",
+        help="end the series when the capture stops before its series end (default: do not)",
     )
     parser.add_argument(
         "--rate",
-        type=float,
+        type=float_at_least(0),
         default=0.0,
         metavar="HZ",
         help="messages per second; 0 sends as fast as the receiver takes them (default: 0)",
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_positive,
         default=10.0,
         metavar="S",
         help="fail when no receiver takes data for S seconds (default: %(default)s)",
@@ -268,8 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.rate < 0:
-        parser.error("--rate: must be 0 or more")
     try:
         captured = read_capture(args.capture)
         protocol = detect_protocol(captured)
@@ -283,7 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_s=args.timeout,
         )
     except ValidationError as exc:
-        parser.error("; ".join(str(e["msg"]) for e in exc.errors()))
+        flags = {"endpoint": "--connect" if args.connect else "--bind", "timeout_s": "--timeout"}
+        parser.error(
+            "; ".join(
+                f"{flags.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else PROG}: {e['msg']}"
+                for e in exc.errors()
+            )
+        )
     log.info("replaying %d %s messages from %s", len(messages), protocol, args.capture)
     try:
         with StreamGenerator(settings) as player:

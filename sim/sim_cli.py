@@ -9,68 +9,103 @@ EXTERNAL_MULTI, GATE modes; the Eiger's exts and exte).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 import threading
 
+import zmq
+
+from sim.cli_support import OneLineParser, float_at_least, int_at_least, tcp_port, zmq_endpoint
 from sim.trigger_input import fire
 
+PROG = "daq-sim"
+DESCRIPTION = "Run or operate a hardware simulator on 127.0.0.1."
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="daq-sim", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    trigger = commands.add_parser("trigger", help="pulse a simulated detector's trigger input")
-    trigger.add_argument("address", help="its TriggerInputAddress, e.g. tcp://127.0.0.1:9998")
-    trigger.add_argument("--count", type=int, default=1, help="pulses to send")
+
+def _stream_endpoint(text: str) -> str:
+    return text if text == "none" else zmq_endpoint(text)
+
+
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="SIMULATOR")
+    trigger = commands.add_parser(
+        "trigger",
+        help="pulse a simulated detector's trigger input",
+        description="Pulse the trigger input of a simulated detector, as a timing system's "
+        "TTL output would (EXTERNAL, EXTERNAL_MULTI, GATE modes; the Eiger's exts and exte).",
+    )
     trigger.add_argument(
-        "--width", type=float, default=0.0, help="gate width in s (GATE mode; 0 = an edge)"
+        "address",
+        type=zmq_endpoint,
+        help="its TriggerInputAddress, e.g. tcp://127.0.0.1:9998",
+    )
+    trigger.add_argument(
+        "--count", type=int_at_least(1), default=1, help="pulses to send (default %(default)s)"
+    )
+    trigger.add_argument(
+        "--width",
+        type=float_at_least(0),
+        default=0.0,
+        help="gate width in s, GATE mode; 0 is an edge (default %(default)s)",
     )
     eiger = commands.add_parser(
-        "eiger", help="run a simulated EIGER 1M (SIMPLON 1.8 REST API) on 127.0.0.1"
+        "eiger",
+        help="run a simulated EIGER 1M (SIMPLON 1.8 REST API) on 127.0.0.1",
+        description="Run a simulated DECTRIS EIGER 1M (SIMPLON 1.8 REST API and its stream) "
+        "on 127.0.0.1 until interrupted.",
     )
-    eiger.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    eiger.add_argument(
+        "--port", type=tcp_port, default=8080, help="HTTP port; 0: any free one (default 8080)"
+    )
     eiger.add_argument(
         "--trigger-input",
+        type=zmq_endpoint,
         metavar="ADDRESS",
         help="bind the external trigger input here (e.g. tcp://127.0.0.1:9998) for "
-        "`daq-sim trigger` in exts/exte modes",
+        "daq-sim trigger in exts/exte modes (default: none)",
     )
     eiger.add_argument(
         "--stream",
+        type=_stream_endpoint,
         metavar="ADDRESS",
         default="tcp://127.0.0.1:9999",
-        help="bind the data stream (Dectris stream v1 or v2, as set over REST) here "
-        "(default tcp://127.0.0.1:9999; 'none' for no stream)",
+        help="bind the data stream (Dectris stream v1 or v2, as set over REST) here; "
+        "'none' for no stream (default %(default)s)",
     )
     eiger.add_argument(
         "--initialized",
         action="store_true",
-        help="start idle instead of 'na' (a real detector needs the initialize command first)",
+        help="start idle instead of 'na', where a real detector needs the initialize "
+        "command first (default: off)",
     )
     commands.add_parser(
         "pilatus",
         add_help=False,
         help="run a simulated Pilatus3 camserver (options: daq-sim pilatus --help)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args, passed_on = parser.parse_known_args(argv)
     if args.command == "pilatus":
         from sim.pilatus.__main__ import main as pilatus_main
 
-        return pilatus_main(passed_on)
+        return pilatus_main(passed_on, prog=f"{PROG} pilatus")
     if passed_on:
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     if args.command == "eiger":
-        if not 0 <= args.port <= 65535:
-            parser.error("--port must be in 0..65535")
         return _run_eiger(args.port, args.trigger_input, args.stream, args.initialized)
-    if args.count < 1 or args.width < 0:
-        parser.error("--count must be >= 1 and --width >= 0")
     try:
         fire(args.address, args.count, args.width)
     except TimeoutError as exc:
-        print(f"daq-sim: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except zmq.ZMQError as exc:
+        print(f"{PROG}: cannot connect to {args.address}: {exc.strerror}", file=sys.stderr)
         return 1
     print(f"{args.count} pulse(s) sent to {args.address}")
     return 0

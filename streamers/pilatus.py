@@ -6,20 +6,25 @@ and offers camserver's TCP protocol as a proxy (:mod:`streamers.pilatus_proxy`),
 so that the Tango device driving it can run anywhere. Run it on the DCU::
 
     pilatus-streamer --imgpath /ramdisk/images --camserver 127.0.0.1:41234 \\
-        --listen 0.0.0.0:8888 --stream tcp://*:9999
+        --listen <dcu-control-address>:8888 --stream tcp://*:9999
 
 then point the device's ``DetectorAddress`` at ``<dcu>:8888`` and the
-receiver (``StreamAddress``) at ``tcp://<dcu>:9999``.
+receiver (``StreamAddress``) at ``tcp://<dcu>:9999``. The proxy drives the
+detector, so it listens on loopback unless ``--listen`` names an address
+(the control network's, or ``0.0.0.0`` for all); the stream carries data
+only and binds all interfaces by default, for a receiver on another host.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import (
     BaseModel,
@@ -51,7 +56,9 @@ class StreamerConfig(BaseModel):
 
     imgpath: Path = Field(description="camserver's image directory (the RAM disk)")
     camserver: tuple[str, int] = Field(("127.0.0.1", 41234), description="camserver's TCP address")
-    listen: tuple[str, int] = Field(("0.0.0.0", 8888), description="the proxy's TCP address")
+    listen: tuple[str, int] = Field(
+        ("127.0.0.1", 8888), description="the proxy's TCP address (loopback unless given)"
+    )
     stream: str = Field("tcp://*:9999", description="ZeroMQ endpoint the STINS stream binds")
     file_timeout: PositiveFloat = Field(
         5.0, description="s to wait, after camserver's 7 OK, for the last file to appear"
@@ -97,46 +104,105 @@ class PilatusStreamer:
         self.images.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pilatus-streamer", description=__doc__.splitlines()[0])
-    parser.add_argument("--imgpath", type=Path, required=True, help="camserver's image directory")
-    parser.add_argument(
-        "--camserver", default="127.0.0.1:41234", help="camserver's host:port (default %(default)s)"
+PROG = "pilatus-streamer"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Refuses bad arguments in one line on stderr (status 2), naming the flag."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    try:
+        return parse_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _endpoint(text: str) -> str:
+    if re.fullmatch(r"(tcp|ipc|inproc)://\S+", text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a ZeroMQ endpoint such as tcp://*:9999 (tcp://, ipc:// or inproc://)"
+        )
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
+    return value
+
+
+def _parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description="The DCU-side application of a Dectris Pilatus3: streams camserver's CBF "
+        "files from the RAM disk as STINS and proxies camserver's TCP protocol for the Tango "
+        "device.",
     )
     parser.add_argument(
-        "--listen", default="0.0.0.0:8888", help="the proxy's host:port (default %(default)s)"
+        "--imgpath", type=Path, required=True, help="camserver's image directory (must exist)"
     )
     parser.add_argument(
-        "--stream", default="tcp://*:9999", help="STINS stream endpoint (default %(default)s)"
+        "--camserver",
+        type=_host_port,
+        default="127.0.0.1:41234",
+        help="camserver's host:port (default %(default)s)",
+    )
+    parser.add_argument(
+        "--listen",
+        type=_host_port,
+        default="127.0.0.1:8888",
+        help="the camserver proxy's host:port, for the Tango device's DetectorAddress; it "
+        "drives the detector, so loopback unless given: the DCU's control-network address, "
+        "or 0.0.0.0 for all interfaces (default %(default)s)",
+    )
+    parser.add_argument(
+        "--stream",
+        type=_endpoint,
+        default="tcp://*:9999",
+        help="STINS stream endpoint to bind; all interfaces by default, for a receiver on "
+        "another host (default %(default)s)",
     )
     parser.add_argument(
         "--file-timeout",
-        type=float,
+        type=_seconds,
         default=5.0,
         help="s to wait after camserver's 7 OK for the series' last file (default %(default)s)",
     )
-    parser.add_argument("--verbose", action="store_true", help="log every file")
+    parser.add_argument("--verbose", action="store_true", help="log every file (default: off)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.imgpath.is_dir():
+        parser.error(f"--imgpath {args.imgpath}: no such directory (camserver's RAM disk)")
     try:
         config = StreamerConfig(
             imgpath=args.imgpath,
-            camserver=parse_host_port(args.camserver),
-            listen=parse_host_port(args.listen),
+            camserver=args.camserver,
+            listen=args.listen,
             stream=args.stream,
             file_timeout=args.file_timeout,
         )
     except ValidationError as exc:
         parser.error("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
-    except ValueError as exc:
-        parser.error(str(exc))
     try:
         streamer = PilatusStreamer(config)
     except OSError as exc:
-        print(f"pilatus-streamer: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -154,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     streamer.close()
     if streamer.images.failed.is_set():
-        print(f"pilatus-streamer: {streamer.images.failure}", file=sys.stderr)
+        print(f"{PROG}: {streamer.images.failure}", file=sys.stderr)
         return 1
     return 0
 

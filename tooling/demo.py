@@ -18,8 +18,10 @@ from pathlib import Path
 
 import tango
 
+from sim.cli_support import OneLineParser, int_at_least
 from tooling.ports import free_port
 from tooling.processes import DemoError, child_process, wait_for
+from tooling.stream_demo import data_root_of, last_line
 from tooling.summary import summarize
 from tooling.tango_db import DEFAULT_CONFIG, TangoDbError, load_config, start_database, tango_env
 
@@ -29,8 +31,7 @@ DEVICE = "sim/detector/det01"
 
 
 def run(data_root: Path, n_triggers: int, frames_per_trigger: int, frame_time: float) -> Path:
-    """Run the whole chain once; return the file written."""
-    data_root.mkdir(parents=True, exist_ok=True)
+    """Run the whole chain once, below ``data_root`` (which exists); return the file written."""
     run_dir = data_root / f"tango_{datetime.now():%Y%m%d_%H%M%S}"
     run_dir.mkdir()
     port = free_port()
@@ -50,9 +51,16 @@ def run(data_root: Path, n_triggers: int, frames_per_trigger: int, frame_time: f
         )
         print(f"Tango database on {tango_host}, {DEFAULT_CONFIG.name} loaded")
         server_args = [str(BIN / "DetectorDevice"), "det01"]
-        with child_process(server_args, run_dir / "DetectorDevice.log", tango_env(tango_host)):
+        server_log = run_dir / "DetectorDevice.log"
+        with child_process(server_args, server_log, tango_env(tango_host)) as server:
             device = tango.DeviceProxy(f"tango://{tango_host}/{DEVICE}")
-            wait_for(lambda: _state(device) == tango.DevState.ON, 30, "DetectorDevice det01 ON")
+
+            def on() -> bool:
+                if server.poll() is not None:
+                    raise DemoError(f"DetectorDevice det01 exited: {last_line(server_log)}")
+                return bool(_state(device) == tango.DevState.ON)
+
+            wait_for(on, 30, f"DetectorDevice det01 ON (its log: {server_log})")
             print(f"DetectorDevice det01 ON: {device.status()}")
             print(f"  live view: http://127.0.0.1:{http}/")
             return _acquire(
@@ -99,22 +107,54 @@ def _acquire(
     return Path(device.ReceiverFile)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def _frame_time(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
+    return value
+
+
+def _parser() -> OneLineParser:
+    parser = OneLineParser(
         prog="daq-demo",
         description="Start a Tango database and DetectorDevice det01 (simulated detector, "
         "embedded receiver) on 127.0.0.1, acquire a series through the device, summarize the file.",
     )
-    parser.add_argument("--data-root", type=Path, default=Path("demo-data"), help="where files go")
-    parser.add_argument("--triggers", type=int, default=10, help="nTriggers")
-    parser.add_argument("--frames-per-trigger", type=int, default=50, help="nFramesPerTrigger")
-    parser.add_argument("--frame-time", type=float, default=0.004, help="FrameTime in s")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="where the file and a run directory of logs go; must exist (default: demo-data, "
+        "created if missing)",
+    )
+    parser.add_argument(
+        "--triggers", type=int_at_least(1), default=10, help="nTriggers (default %(default)s)"
+    )
+    parser.add_argument(
+        "--frames-per-trigger",
+        type=int_at_least(1),
+        default=50,
+        help="nFramesPerTrigger (default %(default)s)",
+    )
+    parser.add_argument(
+        "--frame-time",
+        type=_frame_time,
+        default=0.004,
+        help="FrameTime in s; ExposureTime is 80%% of it (default %(default)s)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    data_root = data_root_of(parser, args.data_root)
     logging.basicConfig(level=logging.WARNING)
     try:
-        path = run(
-            args.data_root.resolve(), args.triggers, args.frames_per_trigger, args.frame_time
-        )
+        path = run(data_root, args.triggers, args.frames_per_trigger, args.frame_time)
         summarize(path, "det01")
     except (DemoError, TangoDbError, tango.DevFailed) as exc:
         reason = exc.args[0].desc if isinstance(exc, tango.DevFailed) else exc

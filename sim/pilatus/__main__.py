@@ -1,36 +1,57 @@
-"""``python -m sim.pilatus``: a simulated Pilatus3 camserver on 127.0.0.1 until Ctrl-C.
+"""``daq-sim pilatus`` (or ``python -m sim.pilatus``): a simulated Pilatus3 camserver.
 
 It listens for camserver commands on ``--port`` (camserver's own is 41234),
 writes CBF files into ``--imgpath`` and takes external triggers on
-``--trigger-input`` (pulse it with ``daq-sim trigger ADDRESS``).
+``--trigger-input`` (pulse it with ``daq-sim trigger ADDRESS``), until Ctrl-C
+or SIGTERM.
 """
 
 from __future__ import annotations
 
-import argparse
+import errno
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from sim.cli_support import OneLineParser, float_at_least, int_at_least, tcp_port, zmq_endpoint
 from sim.pilatus.camserver import PILATUS3_2M_SHAPE, CamserverError, CamserverSimulator
 from sim.pilatus.ramdisk import WRITE_MODES, RamDisk
 
+PROG = "python -m sim.pilatus"
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sim.pilatus", description=__doc__.splitlines()[0]
+
+def _parser(prog: str) -> OneLineParser:
+    parser = OneLineParser(
+        prog=prog,
+        description="Run a simulated Pilatus3 camserver: camserver's TCP commands, CBF files "
+        "written into a RAM-disk directory, external triggers from daq-sim trigger.",
     )
-    parser.add_argument("--imgpath", type=Path, required=True, help="the RAM disk directory")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=41234, help="command port (0: any free port)")
     parser.add_argument(
-        "--trigger-input", default="", help="ZeroMQ endpoint of the external trigger input"
+        "--imgpath", type=Path, required=True, help="the RAM disk directory (must exist)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=tcp_port,
+        default=41234,
+        help="command port, 0 for any free one (default %(default)s, camserver's own)",
+    )
+    parser.add_argument(
+        "--trigger-input",
+        type=zmq_endpoint,
+        default=None,
+        metavar="ADDRESS",
+        help="ZeroMQ endpoint to bind the external trigger input on, e.g. "
+        "tcp://127.0.0.1:9998 (default: none)",
     )
     parser.add_argument(
         "--shape",
-        type=int,
+        type=int_at_least(1),
         nargs=2,
         default=PILATUS3_2M_SHAPE,
         metavar=("ROWS", "COLUMNS"),
@@ -38,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--ramdisk-size",
-        type=int,
+        type=int_at_least(1),
         default=None,
+        metavar="BYTES",
         help="bytes the RAM disk holds (default: no limit)",
     )
     parser.add_argument(
@@ -47,28 +69,44 @@ def main(argv: list[str] | None = None) -> int:
         choices=WRITE_MODES,
         default="rename",
         help="rename: write a hidden temporary file, then rename it (camserver); "
-        "in-place: write under the final name",
+        "in-place: write under the final name (default %(default)s)",
     )
     parser.add_argument(
-        "--chunk-pause", type=float, default=0.0, help="in-place: s between the 4 chunks of a file"
+        "--chunk-pause",
+        type=float_at_least(0),
+        default=0.0,
+        metavar="S",
+        help="in-place: s between the 4 chunks of a file (default %(default)s)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Serve until SIGINT or SIGTERM; 2 on bad arguments, 1 when it cannot start."""
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if not args.imgpath.is_dir():
-        parser.error(f"--imgpath {args.imgpath}: no such directory")
+        parser.error(f"--imgpath {args.imgpath}: no such directory; create it (a RAM disk)")
     try:
         camserver = CamserverSimulator(
             args.imgpath,
             args.host,
             args.port,
-            args.trigger_input or None,
+            args.trigger_input,
             args.shape,
             RamDisk(args.ramdisk_size, args.write_mode, chunk_pause_s=args.chunk_pause),
         )
-    except (CamserverError, OSError) as exc:
-        print(f"sim.pilatus: {exc}", file=sys.stderr)
+    except CamserverError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # create_server appends "(while attempting to bind ...)" to strerror
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        busy = " (in use: choose another --port)" if exc.errno == errno.EADDRINUSE else ""
+        print(f"{prog}: cannot listen on {args.host}:{args.port}: {reason}{busy}", file=sys.stderr)
         return 1
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
