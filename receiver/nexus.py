@@ -65,6 +65,10 @@ DETECTOR_FIELDS = frozenset(
     {"data", "sequence_number", "missing_frames", "module_sequence_number", "full_image_shape"}
 )
 """Names this module writes in the NXdetector group itself."""
+TIME_FIELDS = frozenset(
+    {"count_time", "frame_time", "exposure_time", "exposure_period", "detector_readout_time"}
+)
+"""Header fields that are durations in seconds (NXdetector names, Dectris' and STINS' own)."""
 
 
 def _now() -> str:
@@ -125,6 +129,8 @@ class NexusFile:
         """
         h5 = h5py.File(opened, "w", libver="latest")
         try:
+            h5.attrs["NX_class"] = "NXroot"
+            h5.attrs["default"] = "entry"
             entry = h5.create_group("entry")
             entry.attrs["NX_class"] = "NXentry"
             entry.attrs["default"] = "data"
@@ -356,9 +362,11 @@ class NexusFile:
                 self._detector[placement.name]["data_size"] = np.array([1, *shape[1:]], np.int64)
         self._stacked = stacked
         self._layout = (shape, dtype, compression)
+        self._data.attrs["interpretation"] = "image"
         nxdata = self._h5["entry"].create_group("data")
         nxdata.attrs["NX_class"] = "NXdata"
         nxdata.attrs["signal"] = "data"
+        nxdata.attrs["axes"] = ["."] * (len(shape) + 1)
         nxdata["data"] = h5py.SoftLink(self._data.name)
         self._sequence = self._detector.create_dataset(
             "sequence_number", shape=(0,), maxshape=(None,), dtype=np.int64, fillvalue=-1
@@ -438,6 +446,8 @@ def _store_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
             continue
         else:
             group[name] = _as_field(value)
+            if name in TIME_FIELDS and group[name].dtype.kind in "iuf":
+                group[name].attrs["units"] = "s"
 
 
 def _as_field(value: Any) -> Any:

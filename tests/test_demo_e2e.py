@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import hdf5plugin  # noqa: F401 - registers the bslz4 filter for reading
 import pytest
+import silx.io.nxdata
 
 from tests.helpers import VENV_BIN
 
@@ -30,3 +31,9 @@ def test_daq_demo_acquires_through_tango_and_summarizes_the_file(tmp_path: Path)
     (path,) = tmp_path.glob("tango_*.h5")
     with h5py.File(path) as f:
         assert f["/entry/instrument/det01/data"].shape == (12, 1065, 1030)
+        assert f["/entry/instrument/det01/data"].attrs["interpretation"] == "image"
+        assert f["/entry/instrument/det01/count_time"].attrs["units"] == "s"
+        default = silx.io.nxdata.get_default(f)
+        assert default is not None, "a viewer opening the file finds no default plot"
+        assert default.signal.shape == (12, 1065, 1030)
+        assert default.interpretation == "image"
