@@ -377,6 +377,10 @@ def _image(fields: dict[str, Any], parts: Sequence[Buffer], series: int, frame: 
 
 
 def _compression(encoding: Any, dtype: np.dtype, frame: int) -> str:
+    if not isinstance(encoding, str):
+        raise MalformedMessage(
+            f"{IMAGE_DATA} frame {frame}: 'encoding' must be text, got {encoding!r}"
+        )
     if encoding in BSLZ4_ENCODINGS:
         if BSLZ4_ENCODINGS[encoding] != dtype.itemsize:
             raise MalformedMessage(

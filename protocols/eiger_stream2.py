@@ -491,4 +491,8 @@ def _plane(name: str, value: Any, frame: int) -> tuple[tuple[int, ...], np.dtype
         raise MalformedMessage(
             f"{what}: bslz4 block size {block} is not a multiple of the pixel size"
         )
+    try:
+        bslz4.check_blocks(payload.data, needed // dtype.itemsize, dtype.itemsize)
+    except ValueError as exc:
+        raise MalformedMessage(f"{what}: {exc}") from None
     return shape, dtype, "bslz4", payload.data

@@ -139,7 +139,7 @@ def _image(
     fields: dict[str, Any], parts: Sequence[Buffer], index: int, series: tuple[int, int]
 ) -> Image:
     bitmode = fields.get("bitmode")
-    if bitmode not in DTYPES:
+    if type(bitmode) is not int or bitmode not in DTYPES:
         raise MalformedMessage(
             f"frame {index}: bitmode {bitmode!r} is not supported (8, 16 or 32 bits per pixel)"
         )

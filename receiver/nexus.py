@@ -102,6 +102,7 @@ class NexusFile:
         self._max_frames = max_frames
         self._sequence: h5py.Dataset | None = None
         self._module_sequence: h5py.Dataset | None = None
+        self._closed = False
         self.frames_written = 0
         self.frames_durable = 0
         """Frames written before the last flush: readable now, and after a crash."""
@@ -309,9 +310,20 @@ class NexusFile:
             )
             self._h5["entry"]["end_time"] = _now()
         finally:
-            self._h5.close()
+            self._close_once()
         self.frames_durable = self.frames_written
         return missing
+
+    def _close_once(self) -> None:
+        """Close the HDF5 file; never a second time, even when the first close failed.
+
+        A close that fails on a full disk leaves h5py's file in a state where
+        closing it again crashes the process (segmentation fault).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._h5.close()
 
     def flush(self) -> None:
         """Make the frames written so far readable by others, and kept if the receiver dies."""
@@ -335,7 +347,7 @@ class NexusFile:
     def abandon(self) -> None:
         """Close after an error without further writes, keeping what is on disk."""
         try:
-            self._h5.close()
+            self._close_once()
         except (OSError, RuntimeError, ValueError) as exc:
             logger.warning("closing %s after an error failed too: %s", self.path, exc)
 

@@ -32,6 +32,11 @@ WriterItem = SeriesStart | Image | SeriesEnd | Malformed | Gap | Stale | Problem
 _STOP: Sequence[WriterItem] = []
 """Queued after the last batch: the thread ends once it comes out (by identity, not content)."""
 SPACE_CHECK_BYTES = 64 * 1024**2
+"""Free space is looked up again after this much was written, or sooner near the end."""
+CLOSE_HEADROOM_BYTES = 8 * 1024**2
+"""Room always kept for closing a file (its metadata), whatever ``min_free_bytes`` says:
+HDF5 that meets a full disk in the middle of a write or a close leaves a file nothing
+opens, and h5py may crash the process on it."""
 
 
 class SeriesWriter:
@@ -54,6 +59,7 @@ class SeriesWriter:
         self._file: NexusFile | None = None
         self._series_open = False
         self._bytes_since_check = 0
+        self._free_estimate = 0
         self._gaps: list[tuple[int, str]] = []
         self._flushed_at = 0.0
         self.rate = RateMeter()
@@ -266,16 +272,24 @@ class SeriesWriter:
         series.frames_discarded += 1
 
     def _check_space(self, directory: Path, nbytes: int) -> None:
-        """Raise OSError while there is still room to close the file cleanly."""
+        """Raise OSError unless ``nbytes`` fit with room left to close the file cleanly.
+
+        Free space is looked up when the last look is ``SPACE_CHECK_BYTES`` old,
+        or when what may have been written since could reach the reserve.
+        """
+        keep = self._config.min_free_bytes + CLOSE_HEADROOM_BYTES
+        self._free_estimate -= nbytes
         self._bytes_since_check += nbytes
-        if self._bytes_since_check < SPACE_CHECK_BYTES:
+        if self._bytes_since_check < SPACE_CHECK_BYTES and self._free_estimate >= keep:
             return
         self._bytes_since_check = 0
         free = shutil.disk_usage(directory).free
-        if free < self._config.min_free_bytes:
+        self._free_estimate = free - nbytes
+        if free - nbytes < keep:
             raise OSError(
-                f"disk nearly full: {free // 1024**2} MiB free in {directory}, "
-                f"below the {self._config.min_free_bytes // 1024**2} MiB the receiver keeps; "
+                f"disk nearly full: {free // 1024**2} MiB free in {directory}, and the "
+                f"receiver keeps {self._config.min_free_bytes // 1024**2} MiB "
+                f"(min_free_bytes) and {CLOSE_HEADROOM_BYTES // 1024**2} MiB to close the file; "
                 "free space or choose another data root"
             )
 
@@ -291,6 +305,14 @@ class SeriesWriter:
         except (OSError, RuntimeError, ValueError) as exc:
             logger.warning("clean close of %s failed: %s", file.path, exc)
             file.abandon()
+            self._board.series.frames_durable = file.frames_durable
+            self._board.fail(
+                f"{reason}; closing the file failed too ({exc}): it keeps the "
+                f"{file.frames_durable} frames flushed before; if it does not open, run "
+                f"daq-recover {file.path}"
+            )
+            return
+        self._board.series.frames_durable = file.frames_durable
         self._board.fail(f"{reason}; the file was closed with the {written} frames written before")
 
     def _end(self) -> None:
