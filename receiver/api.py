@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from typing import Annotated, Protocol
 
-from fastapi import Body, FastAPI, Header, HTTPException, Query
+from fastapi import Body, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -112,6 +112,7 @@ def create_app(view: ReceiverView, legacy_pickle_default: bool = False) -> FastA
     """
     app = FastAPI(title="stream-receiver", summary="detector-daq stream-receiver API")
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_exception_handler(RequestValidationError, _refused_request)
     _add_status_routes(app, view)
     _add_downsample_routes(app, view)
     _add_frame_routes(app, view, legacy_pickle_default)
@@ -377,3 +378,14 @@ setInterval(refresh, 1000);
 </body>
 </html>
 """
+
+
+def _refused_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 with what is wrong, in words only: FastAPI's own answer echoes the input, which
+    fails to encode for a body such as ``{"value": 1e400}`` or bytes that are not UTF-8."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}
+        for error in errors
+    ]
+    return JSONResponse(status_code=422, content={"detail": detail})

@@ -178,11 +178,12 @@ class Receiver:
         self._context.term()
 
     def _report_unreadable(self, reason: str) -> None:
+        """From a worker: told by the writer in stream order, after its series' header."""
         self._unreadable.append(reason)
-        self.board.fail(f"an unreadable message was skipped: {reason}")
+        self._failures.append(f"an unreadable message was skipped: {reason}")
 
     def _report_module_unreadable(self, name: str, endpoint: str, reason: str) -> None:
-        self.board.fail(
+        self._failures.append(
             f"module {name!r} ({endpoint}): an unreadable message was skipped: {reason}"
         )
 
