@@ -131,7 +131,7 @@ class Reorderer(Generic[T]):
         self._open_header: int | None = None
         self._series_ended = False
         self._renumbering = Renumbering()
-        self._ahead: list[OutOfTurn[T]] = []
+        self._ahead: list[tuple[OutOfTurn[T], int]] = []
         self._ahead_bytes = 0
         self._marks = 0
 
@@ -208,7 +208,11 @@ class Reorderer(Generic[T]):
         return frame is not None and seq == header + 1 + frame
 
     def _hand_on_late(self, item: T, nbytes: int) -> None:
-        self._ahead.append(OutOfTurn(item, late=True))
+        self._hand_on(OutOfTurn(item, late=True), nbytes)
+
+    def _hand_on(self, item: OutOfTurn[T], nbytes: int) -> None:
+        """Keep ``item`` for the collector's next batch, out of the order."""
+        self._ahead.append((item, nbytes))
         self._ahead_bytes += nbytes
 
     def _fits(self, nbytes: int) -> bool:
@@ -242,8 +246,7 @@ class Reorderer(Generic[T]):
         return self._window_bytes is None or self._ahead_bytes + nbytes <= self._window_bytes
 
     def _go_ahead(self, seq: int, item: T, nbytes: int) -> None:
-        self._ahead.append(OutOfTurn(item))
-        self._ahead_bytes += nbytes
+        self._hand_on(OutOfTurn(item), nbytes)
         self._pending[seq] = (Placed(seq), False, 0)
         self._marks += 1
 
@@ -282,9 +285,10 @@ class Reorderer(Generic[T]):
 
     def take_ready(self, limit: int) -> list[T | Gap | Stale | Placed | OutOfTurn[T]]:
         """Up to ``limit`` items that are ready now; the caller holds the (shared) lock."""
-        batch: list[T | Gap | Stale | Placed | OutOfTurn[T]] = list(self._ahead)
-        self._ahead.clear()
-        self._ahead_bytes = 0
+        taken = self._ahead[:limit]
+        del self._ahead[:limit]
+        self._ahead_bytes -= sum(nbytes for _, nbytes in taken)
+        batch: list[T | Gap | Stale | Placed | OutOfTurn[T]] = [item for item, _ in taken]
         while len(batch) < limit and (ready := self._take_next()) is not None:
             batch.append(ready)
         if batch:

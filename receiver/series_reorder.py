@@ -117,8 +117,7 @@ class SeriesReorderer(Reorderer[Item]):
             if self._closed or is_header or self._is_needed(key, seq) or self._fits(nbytes):
                 return False
             if self._may_go_ahead_in_series(key, seq, item) and self._ahead_fits(nbytes):
-                self._ahead.append(OutOfTurn(item))
-                self._ahead_bytes += nbytes
+                self._hand_on(OutOfTurn(item), nbytes)
                 self._store((key, seq), self._series(key), Placed(seq), False, 0)
                 self._marks += 1
                 return True

@@ -123,7 +123,9 @@ def test_shuffled_dectris_series_beyond_the_window_is_all_stored(
 
 
 def test_200_mb_of_frames_in_reverse_order_are_all_stored(start_receiver, sender, tmp_path):
-    receiver = start_receiver(workers=2, reorder_bytes=16 * 1024**2, reorder_window=8)
+    receiver = start_receiver(
+        workers=2, reorder_bytes=16 * 1024**2, reorder_window=8, gap_timeout=5.0
+    )
     wait_until(lambda: sender.socket.poll(0, zmq.POLLOUT), 5, "workers to connect")
 
     sender.series("reversed.h5", list(reversed(range(50))), (1000, 2000), pause=0)
@@ -141,6 +143,7 @@ def test_frames_stored_ahead_of_their_turn_are_counted_as_not_forwarded(
     consumer.connect(receiver.forward_endpoint)
     consumer.rcvtimeo = 5000
     wait_until(lambda: sender.socket.poll(0, zmq.POLLOUT), 5, "workers to connect")
+    wait_until(lambda: receiver._forwarder.connected, 5, "the forwarder to see its consumer")
 
     sender.series("fwd.h5", list(reversed(range(20))), (64, 48), pause=0)
     status = series_closed(receiver)
