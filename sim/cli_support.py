@@ -66,6 +66,17 @@ def float_at_least(minimum: float) -> Callable[[str], float]:
     return parse
 
 
+def positive_seconds(text: str) -> float:
+    """A finite duration of more than 0 s."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
+    return value
+
+
 def zmq_endpoint(text: str) -> str:
     """A ZeroMQ endpoint (tcp://, ipc://, inproc://), refused here rather than later by ZeroMQ."""
     if re.fullmatch(r"(tcp|ipc|inproc)://\S+", text) is None:

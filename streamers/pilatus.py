@@ -24,7 +24,6 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import NoReturn
 
 from pydantic import (
     BaseModel,
@@ -35,6 +34,7 @@ from pydantic import (
     field_validator,
 )
 
+from sim.cli_support import OneLineParser, positive_seconds
 from streamers.pilatus_proxy import CamserverProxy, ProxyError
 from streamers.pilatus_stream import ImageStreamer
 
@@ -107,13 +107,6 @@ class PilatusStreamer:
 PROG = "pilatus-streamer"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Refuses bad arguments in one line on stderr (status 2), naming the flag."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _host_port(text: str) -> tuple[str, int]:
     try:
         return parse_host_port(text)
@@ -127,16 +120,6 @@ def _endpoint(text: str) -> str:
             f"{text!r} is not a ZeroMQ endpoint such as tcp://*:9999 (tcp://, ipc:// or inproc://)"
         )
     return text
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
-    return value
 
 
 def _parser() -> OneLineParser:
@@ -172,7 +155,7 @@ def _parser() -> OneLineParser:
     )
     parser.add_argument(
         "--file-timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=5.0,
         help="s to wait after camserver's 7 OK for the series' last file (default %(default)s)",
     )

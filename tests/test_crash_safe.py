@@ -14,13 +14,11 @@ from pathlib import Path
 
 import h5py
 import httpx
-import numpy as np
 import pytest
 import zmq
 
-from protocols import stins
 from tests.helpers import VENV_BIN, Processes, wait_until
-from tests.receiver_support import InProcessReceivers, series_closed
+from tests.receiver_support import InProcessReceivers, SeriesSender, series_closed
 from tooling.ports import free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -36,33 +34,6 @@ with h5py.File(sys.argv[1], "r", swmr=True) as f:
     data = detector["data"]
     print(len(numbers), data.shape[0], sum(int(data[i, 0, 0]) == n for i, n in enumerate(numbers)))
 """
-
-
-def pixels(frame: int) -> np.ndarray:
-    return np.full(SHAPE, frame % 65536, np.uint16)
-
-
-class Sender:
-    def __init__(self, context: zmq.Context, endpoint: str = "tcp://127.0.0.1:*") -> None:
-        self.socket = context.socket(zmq.PUSH)
-        self.socket.linger = 0
-        self.socket.bind(endpoint)
-        self.endpoint = self.socket.last_endpoint.decode()
-
-    def header(self, filename: str) -> None:
-        self.socket.send_multipart(stins.encode_header(0, filename))
-
-    def frames(self, numbers: range) -> None:
-        for frame in numbers:
-            self.socket.send_multipart(
-                stins.encode_image(frame + 1, frame, pixels(frame), SHAPE, "uint16")
-            )
-
-    def end(self, count: int) -> None:
-        self.socket.send_multipart(stins.encode_series_end(count + 1))
-
-    def close(self) -> None:
-        self.socket.close()
 
 
 def read_in_another_process(path: Path) -> tuple[int, int, int]:
@@ -81,7 +52,7 @@ def read_in_another_process(path: Path) -> tuple[int, int, int]:
 def test_another_process_reads_the_frames_of_the_last_flush_while_the_series_runs(
     receivers: InProcessReceivers, context: zmq.Context, tmp_path: Path
 ) -> None:
-    sender = Sender(context)
+    sender = SeriesSender(context, SHAPE)
     try:
         receiver = receivers.start(connect=[sender.endpoint], flush_interval=0.2)
         wait_until(lambda: sender.socket.poll(0, zmq.POLLOUT), 5, "workers to connect")
@@ -119,7 +90,7 @@ def test_a_receiver_killed_mid_series_leaves_every_durable_frame_readable(
     ]  # fmt: skip
     receiver = processes.start("stream-receiver", *args)
     processes.wait_serving(receiver, url)
-    sender = Sender(context, f"tcp://127.0.0.1:{port}")
+    sender = SeriesSender(context, SHAPE, f"tcp://127.0.0.1:{port}")
     try:
         sender.header("killed.h5")
         sender.frames(range(400))

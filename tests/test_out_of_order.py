@@ -13,9 +13,7 @@ import functools
 import random
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import zmq
@@ -24,7 +22,7 @@ from protocols import eiger_stream1, stins
 from receiver.receiver import Receiver
 from receiver.reorder import Gap, OutOfTurn, Placed, Reorderer
 from tests.helpers import wait_until
-from tests.receiver_support import InProcessReceivers, series_closed
+from tests.receiver_support import InProcessReceivers, SeriesSender, series_closed, stored_frames
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,36 +30,15 @@ BIG = (2000, 4000)
 """uint16: 16 MB a frame, so a 64 MB window holds four."""
 
 
-class Sender:
-    """A STINS sender that numbers messages by their place: header 0, frame k at k + 1."""
-
-    def __init__(self, context: zmq.Context) -> None:
-        self.socket = context.socket(zmq.PUSH)
-        self.socket.linger = 0
-        self.socket.bind("tcp://127.0.0.1:*")
-        self.endpoint = self.socket.last_endpoint.decode()
-
-    def series(self, filename: str, order: list[int], shape: tuple[int, int], pause: float) -> None:
-        self.socket.send_multipart(stins.encode_header(0, filename))
-        for frame in order:
-            pixels = np.full(shape, frame, np.uint16)
-            self.socket.send_multipart(
-                stins.encode_image(frame + 1, frame, pixels, shape, "uint16")
-            )
-            if pause:
-                threading.Event().wait(pause)
-        self.socket.send_multipart(stins.encode_series_end(len(order) + 1))
-
-
 @pytest.fixture
-def sender(context: zmq.Context) -> Iterator[Sender]:
-    s = Sender(context)
+def sender(context: zmq.Context) -> Iterator[SeriesSender]:
+    s = SeriesSender(context, BIG)
     yield s
-    s.socket.close()
+    s.close()
 
 
 @pytest.fixture
-def start_receiver(sender: Sender, receivers: InProcessReceivers) -> Callable[..., Receiver]:
+def start_receiver(sender: SeriesSender, receivers: InProcessReceivers) -> Callable[..., Receiver]:
     return functools.partial(receivers.start, connect=[sender.endpoint])
 
 
@@ -71,19 +48,12 @@ def shuffled(count: int, seed: int = 1) -> list[int]:
     return order
 
 
-def stored_frames(path: Path) -> list[int]:
-    """The frame each index holds, read from its pixels (frame k is filled with k)."""
-    with h5py.File(path, "r") as f:
-        data = f["entry/instrument/detector/data"]
-        return [int(data[i, 0, 0]) for i in range(data.shape[0])]
-
-
 @pytest.mark.parametrize("workers", [1, 2, 4])
 def test_shuffled_16_mb_frames_are_all_stored(start_receiver, sender, tmp_path, workers):
     receiver = start_receiver(workers=workers, reorder_bytes=64 * 1024**2)
     wait_until(lambda: sender.socket.poll(0, zmq.POLLOUT), 5, "workers to connect")
 
-    sender.series("shuffled.h5", shuffled(10), BIG, pause=0.1)
+    sender.series("shuffled.h5", shuffled(10), pause=0.1)
     status = series_closed(receiver, timeout=30)
 
     assert status["state"] == "idle", status["error"]
@@ -128,7 +98,8 @@ def test_200_mb_of_frames_in_reverse_order_are_all_stored(start_receiver, sender
     )
     wait_until(lambda: sender.socket.poll(0, zmq.POLLOUT), 5, "workers to connect")
 
-    sender.series("reversed.h5", list(reversed(range(50))), (1000, 2000), pause=0)
+    sender.shape = (1000, 2000)
+    sender.series("reversed.h5", list(reversed(range(50))))
     status = series_closed(receiver, timeout=30)
 
     assert status["state"] == "idle", status["error"]
@@ -145,7 +116,8 @@ def test_frames_stored_ahead_of_their_turn_are_counted_as_not_forwarded(
     wait_until(lambda: sender.socket.poll(0, zmq.POLLOUT), 5, "workers to connect")
     wait_until(lambda: receiver._forwarder.connected, 5, "the forwarder to see its consumer")
 
-    sender.series("fwd.h5", list(reversed(range(20))), (64, 48), pause=0)
+    sender.shape = (64, 48)
+    sender.series("fwd.h5", list(reversed(range(20))))
     status = series_closed(receiver)
     forwarded = []
     while consumer.poll(500):

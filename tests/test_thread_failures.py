@@ -21,33 +21,18 @@ from receiver.readers import Protocol
 from receiver.receiver import Receiver
 from receiver.writer import SeriesWriter
 from tests.helpers import wait_until
-from tests.receiver_support import InProcessReceivers, series_closed
+from tests.receiver_support import InProcessReceivers, SeriesSender, series_closed
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.allow_error_log]
 
 SHAPE = (8, 8)
 
 
-class Sender:
-    def __init__(self, context: zmq.Context) -> None:
-        self.socket = context.socket(zmq.PUSH)
-        self.socket.linger = 0
-        self.socket.bind("tcp://127.0.0.1:*")
-        self.endpoint = self.socket.last_endpoint.decode()
-
-    def series(self, filename: str, frames: int) -> None:
-        self.socket.send_multipart(stins.encode_header(0, filename))
-        for frame in range(frames):
-            blob = bytes(SHAPE[0] * SHAPE[1] * 2)
-            self.socket.send_multipart(stins.encode_image(frame + 1, frame, blob, SHAPE, "uint16"))
-        self.socket.send_multipart(stins.encode_series_end(frames + 1))
-
-
 @pytest.fixture
-def sender(context: zmq.Context) -> Iterator[Sender]:
-    s = Sender(context)
+def sender(context: zmq.Context) -> Iterator[SeriesSender]:
+    s = SeriesSender(context, SHAPE)
     yield s
-    s.socket.close()
+    s.close()
 
 
 def error_of(receiver: Receiver) -> str:
@@ -56,7 +41,10 @@ def error_of(receiver: Receiver) -> str:
 
 
 def test_a_message_that_breaks_the_reader_is_an_error_and_the_stream_goes_on(
-    receivers: InProcessReceivers, sender: Sender, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    receivers: InProcessReceivers,
+    sender: SeriesSender,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     def parse(parts: Sequence[Buffer]) -> Message:
         message = stins.parse(parts)
@@ -67,7 +55,7 @@ def test_a_message_that_breaks_the_reader_is_an_error_and_the_stream_goes_on(
     monkeypatch.setitem(readers.PROTOCOLS, "stins", Protocol(parse))
     receiver = receivers.start(connect=[sender.endpoint], workers=2)
     wait_until(lambda: sender.socket.poll(0, zmq.POLLOUT), 5, "workers to connect")
-    sender.series("broken.h5", 8)
+    sender.series("broken.h5", list(range(8)))
 
     status = series_closed(receiver)
 
@@ -87,7 +75,8 @@ def test_a_message_that_breaks_the_reader_is_an_error_and_the_stream_goes_on(
 )
 def test_a_thread_that_stops_puts_the_receiver_in_error_with_its_reason(
     receivers: InProcessReceivers,
-    sender: Sender,
+    sender: SeriesSender,
+    context: zmq.Context,
     monkeypatch: pytest.MonkeyPatch,
     thread: str,
     owner: type,
@@ -97,9 +86,13 @@ def test_a_thread_that_stops_puts_the_receiver_in_error_with_its_reason(
         raise RuntimeError(f"{step} broke")
 
     receiver = receivers.start(connect=[sender.endpoint], forward="tcp://127.0.0.1:*")
+    consumer = context.socket(zmq.PULL)
+    if thread == "forwarder":  # it encodes only for a consumer
+        consumer.connect(str(receiver.forward_endpoint))
+        wait_until(lambda: receiver._forwarder.connected, 5, "the forwarder to see its consumer")
     monkeypatch.setattr(owner, step, broken)
     wait_until(lambda: sender.socket.poll(0, zmq.POLLOUT), 5, "workers to connect")
-    sender.series("stops.h5", 4)
+    sender.series("stops.h5", list(range(4)))
 
     error = error_of(receiver)
 
@@ -107,3 +100,4 @@ def test_a_thread_that_stops_puts_the_receiver_in_error_with_its_reason(
     assert "restart the receiver" in error
     receiver.reset()
     assert receiver.status()["state"] == "error", "what stopped does not start again by itself"
+    consumer.close()

@@ -9,7 +9,6 @@ until ON), and prints a summary of the HDF5 file read back with h5py.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import tango
 
-from sim.cli_support import OneLineParser, int_at_least
+from sim.cli_support import OneLineParser, int_at_least, positive_seconds
 from tooling.ports import free_port
 from tooling.processes import DemoError, child_process, wait_for
 from tooling.stream_demo import data_root_of, last_line
@@ -107,16 +106,6 @@ def _acquire(
     return Path(device.ReceiverFile)
 
 
-def _frame_time(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
-    return value
-
-
 def _parser() -> OneLineParser:
     parser = OneLineParser(
         prog="daq-demo",
@@ -141,7 +130,7 @@ def _parser() -> OneLineParser:
     )
     parser.add_argument(
         "--frame-time",
-        type=_frame_time,
+        type=positive_seconds,
         default=0.004,
         help="FrameTime in s; ExposureTime is 80%% of it (default %(default)s)",
     )
