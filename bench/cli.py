@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import pilatus
 from bench.measure import (
+    FORWARD_MODES,
     BenchError,
     Case,
     Measurement,
@@ -20,47 +21,106 @@ from bench.measure import (
     make_case,
     measure_sink,
     measure_write,
+    parse_size,
 )
 from bench.report import plot, summarize, table, to_json
+from sim.cli_support import OneLineParser, float_at_least, int_at_least
 
 DEFAULT_SIZES = ["20kB", "200kB", "2MB", "20MB"]
 
 
+def _size(text: str) -> str:
+    """A frame size as ``--sizes`` takes it (kept as text: it labels the results)."""
+    try:
+        size = parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size such as 20kB, 2MB or 123456 (bytes)"
+        ) from None
+    if size < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: a frame holds at least 2 bytes")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="daq-bench",
         description="Measure the stream-receiver (separate processes on 127.0.0.1) against a "
         "bare ZeroMQ PULL sink, a bare sequential file write of the same bytes, and a bare "
         "sink that writes what it receives.",
     )
-    parser.add_argument("--quick", action="store_true", help="one repeat, less data: under 2 min")
     parser.add_argument(
-        "--sizes", nargs="+", default=DEFAULT_SIZES, help="frame sizes (20kB, 2MB, 123456)"
+        "--quick", action="store_true", help="one repeat, less data: under 2 min (default: off)"
     )
-    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2, 4], help="worker counts")
     parser.add_argument(
-        "--io-threads", nargs="+", type=int, default=[1], help="ZeroMQ I/O thread counts"
+        "--sizes",
+        nargs="+",
+        type=_size,
+        default=DEFAULT_SIZES,
+        help="frame sizes such as 20kB, 2MB or 123456 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        type=int_at_least(1),
+        default=[1, 2, 4],
+        help="worker counts (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--io-threads",
+        nargs="+",
+        type=int_at_least(1),
+        default=[1],
+        help="ZeroMQ I/O thread counts (default: %(default)s)",
     )
     parser.add_argument(
         "--modes", nargs="+", choices=["write", "no-write"], default=["write", "no-write"],
-        help="with and/or without file writing",
+        help="with and/or without file writing (default: %(default)s)",
     )  # fmt: skip
-    parser.add_argument("--repeat", type=int, help="runs per configuration (default 3, quick 1)")
     parser.add_argument(
-        "--bytes-per-run", type=float, help="data per run in GB (default 2, quick 0.4)"
+        "--forward", nargs="+", choices=FORWARD_MODES, default=list(FORWARD_MODES),
+        help="the receiver without a forwarder (none), with one bound and no consumer (bound, "
+        "as deployed from a MAX IV entry), and with a consumer (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--receiver-tree",
+        type=Path,
+        metavar="DIR",
+        help="run the receiver of this checkout (C extensions built in place) instead, "
+        "to compare commits (default: this one)",
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=Path("."), help="where files are written (a real disk)"
+        "--repeat",
+        type=int_at_least(1),
+        help="runs per configuration (default 3, with --quick 1)",
+    )
+    parser.add_argument(
+        "--bytes-per-run",
+        type=float_at_least(1e-6),
+        metavar="GB",
+        help="data per run in GB (default 2, with --quick 0.4)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("."),
+        help="where files are written, a real disk; must exist (default: the current directory)",
     )
     parser.add_argument(
         "--pilatus",
-        type=int,
+        type=int_at_least(1),
         metavar="FRAMES",
         help="instead: a Pilatus3 2M CBF stream of FRAMES frames at 250 frames/s into the "
-        "receiver (cbf transform, writing) for each --workers count",
+        "receiver (cbf transform, writing) for each --workers count (default: off)",
     )
-    parser.add_argument("--json", type=Path, help="write the results as JSON here")
-    parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
+    parser.add_argument(
+        "--json", type=Path, help="write the results as JSON here (default: not written)"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        help="write a PNG plot here, needs matplotlib (default: not written)",
+    )
     return parser
 
 
@@ -84,15 +144,20 @@ def run(args: argparse.Namespace, data_dir: Path) -> list[Measurement]:
         for write in (mode == "write" for mode in args.modes):
             for workers in args.workers:
                 for io_threads in args.io_threads:
-                    receiver = ReceiverProcess(workers, io_threads, write, data_dir)
-                    try:
-                        for case in cases:
-                            results.append(receiver.measure(case))
-                    finally:
-                        receiver.close()
-                    logging.info(
-                        "receiver write=%s %d workers %d io done", write, workers, io_threads
-                    )
+                    for forward in args.forward:
+                        receiver = ReceiverProcess(
+                            workers, io_threads, write, data_dir,
+                            forward=forward, tree=args.receiver_tree,
+                        )  # fmt: skip
+                        try:
+                            for case in cases:
+                                results.append(receiver.measure(case))
+                        finally:
+                            receiver.close()
+                        logging.info(
+                            "receiver write=%s %d workers %d io forward %s done",
+                            write, workers, io_threads, forward,
+                        )  # fmt: skip
     return results
 
 
@@ -109,11 +174,14 @@ def _pilatus(frames: int, workers: list[int], data_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="daq-bench: %(message)s")
     if not args.data_dir.is_dir():
-        print(f"daq-bench: --data-dir {args.data_dir} is not a directory", file=sys.stderr)
-        return 2
+        parser.error(f"--data-dir {args.data_dir}: no such directory; create it or pass another")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None and not path.resolve().parent.is_dir():
+            parser.error(f"{flag} {path}: no directory {path.resolve().parent} to write it in")
     data_dir = Path(tempfile.mkdtemp(prefix="daq-bench-", dir=args.data_dir))
     if args.pilatus:
         return _pilatus(args.pilatus, args.workers, data_dir)

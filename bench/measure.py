@@ -2,7 +2,13 @@
 
 The receiver and the generator run as separate processes on 127.0.0.1, as in
 production; the receiver's own series timing (header to file closed) gives
-the rate, its ``/status`` the frame counts, ``/proc`` its peak memory.
+the rate, its ``/status`` the frame counts, ``/proc`` its peak memory and the
+CPU time it spent on the run.
+
+The receiver runs bare (``forward`` ``none``) or as it is deployed: every MAX
+IV entry has a ``data_port``, so its forwarder is bound, with no consumer
+(``bound``) or with one receiving everything it is sent (``consumer``, a
+``bench.sink --consume`` process).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from tooling.ports import free_port
 
 BIN = Path(sys.executable).parent
 DISTINCT_FRAMES = 4
+FORWARD_MODES = ("none", "bound", "consumer")
+"""No forwarder; a forwarder bound with no consumer; a forwarder with a consumer."""
 
 
 class BenchError(RuntimeError):
@@ -59,10 +67,19 @@ class Measurement:
     write: bool = True
     lost: int = 0
     peak_rss: int = 0
+    forward: str = "none"
+    cpu_seconds: float = 0.0
+    """The receiver process's CPU time (user + system, all threads) over the run."""
+    forwarded: int = 0
+    """Messages the forwarder sent during the run."""
 
     @property
     def frames_per_s(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_frame(self) -> float:
+        return self.cpu_seconds / self.frames * 1e6 if self.frames else 0.0
 
     @property
     def gb_per_s(self) -> float:
@@ -186,7 +203,12 @@ def measure_write(case: Case, data_dir: Path) -> Measurement:
 
 
 class ReceiverProcess:
-    """A ``stream-receiver`` process kept for several runs of one configuration."""
+    """A ``stream-receiver`` process kept for several runs of one configuration.
+
+    ``forward``: one of :data:`FORWARD_MODES`. ``tree``: run the receiver of
+    another checkout (its C extensions built in place) with the same
+    generator, consumer and measurement, to compare commits.
+    """
 
     def __init__(
         self,
@@ -195,13 +217,20 @@ class ReceiverProcess:
         write: bool,
         data_dir: Path,
         config: Path | None = None,
+        forward: str = "none",
+        tree: Path | None = None,
     ) -> None:
+        if forward not in FORWARD_MODES:
+            raise ValueError(f"forward must be one of {', '.join(FORWARD_MODES)}, not {forward!r}")
         self.workers, self.io_threads, self.write = workers, io_threads, write
+        self.forward = forward
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.url = f"http://127.0.0.1:{free_port()}"
         self._data_dir = data_dir
         self._series = 0
-        self._log = (data_dir / f"receiver-{workers}w-{io_threads}io-{write}.log").open("w")
+        self._consumer: subprocess.Popen[str] | None = None
+        name = f"receiver-{workers}w-{io_threads}io-{write}-{forward}"
+        self._log = (data_dir / f"{name}.log").open("w")
         args = [
             str(BIN / "stream-receiver"),
             "--connect", self.endpoint,
@@ -213,15 +242,26 @@ class ReceiverProcess:
         ]  # fmt: skip
         if not write:
             args.append("--no-write")
+        forward_endpoint = f"tcp://127.0.0.1:{free_port()}"
+        if forward != "none":
+            args += ["--forward", forward_endpoint]
         if config is not None:
             args += ["--config", str(config)]
+        env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
         try:
-            self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         except BaseException:
             self._log.close()
             raise
         try:
             self._wait_ready()
+            if forward == "consumer":
+                self._consumer = subprocess.Popen(
+                    [sys.executable, "-m", "bench.sink", "--consume", forward_endpoint],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
         except BaseException:
             self.close()  # a receiver that never became ready is not left running
             raise
@@ -249,12 +289,20 @@ class ReceiverProcess:
         self._reset_peak_memory()
         self._series += 1
         filename = f"bench_{self._series:04d}.h5"
+        sent_before = _forwarder_sent(self._status())
+        cpu_before = self._cpu_seconds()
         _finish(_generator(self.endpoint, case, filename), "daq-generator")
         status = self.wait_series_closed(self._series)
+        cpu = self._cpu_seconds() - cpu_before
         last = status["last_series"]
         if status["state"] != "idle":
             raise BenchError(f"the receiver reports {status['state']}: {status['error']}")
         stored = last["frames_written"] if self.write else status["frames_received"]
+        forwarded = _forwarder_sent(status) - sent_before
+        if self.forward == "consumer" and forwarded == 0:
+            raise BenchError(
+                f"the consumer of the forwarded stream got nothing; see {self._log.name}"
+            )
         (self._data_dir / filename).unlink(missing_ok=True)
         return Measurement(
             "receiver",
@@ -267,6 +315,9 @@ class ReceiverProcess:
             self.write,
             lost=case.frames - stored,
             peak_rss=self._peak_memory(),
+            forward=self.forward,
+            cpu_seconds=cpu,
+            forwarded=forwarded,
         )
 
     def wait_series_closed(self, series: int) -> dict[str, Any]:
@@ -278,6 +329,17 @@ class ReceiverProcess:
                 return status
             time.sleep(0.05)
         raise BenchError("the receiver did not close the series within 300 s")
+
+    def _cpu_seconds(self) -> float:
+        """CPU time of the receiver's threads so far, to the nanosecond: the sum of their
+        ``/proc/<pid>/task/<tid>/schedstat`` (its threads live as long as the process)."""
+        total = 0
+        for task in Path(f"/proc/{self._proc.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+        return total / 1e9
 
     def _reset_peak_memory(self) -> None:
         with open(f"/proc/{self._proc.pid}/clear_refs", "w") as clear:
@@ -291,10 +353,18 @@ class ReceiverProcess:
         return 0
 
     def close(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        for proc in (self._consumer, self._proc):
+            if proc is None:
+                continue
+            proc.terminate()
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
         self._log.close()
+
+
+def _forwarder_sent(status: dict[str, Any]) -> int:
+    forwarder = status.get("forwarder")
+    return int(forwarder["sent"]) if isinstance(forwarder, dict) else 0

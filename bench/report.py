@@ -31,6 +31,10 @@ class Summary:
     lost: int
     peak_rss: int
     repeats: int
+    forward: str = "none"
+    cpu_us_per_frame: float = 0.0
+    """Median of the runs' receiver CPU time per frame, in µs."""
+    forwarded: int = 0
 
     @property
     def gb_per_s(self) -> float:
@@ -38,11 +42,12 @@ class Summary:
 
 
 def summarize(measurements: list[Measurement]) -> list[Summary]:
-    groups: dict[tuple[str, str, int, int, int, bool], list[Measurement]] = defaultdict(list)
+    groups: dict[tuple[str, str, int, int, int, bool, str], list[Measurement]] = defaultdict(list)
     for m in measurements:
-        groups[(m.kind, m.case, m.frame_bytes, m.workers, m.io_threads, m.write)].append(m)
+        key = (m.kind, m.case, m.frame_bytes, m.workers, m.io_threads, m.write, m.forward)
+        groups[key].append(m)
     summaries = []
-    for (kind, case, frame_bytes, workers, io_threads, write), runs in groups.items():
+    for (kind, case, frame_bytes, workers, io_threads, write, forward), runs in groups.items():
         rates = [r.frames_per_s for r in runs]
         summaries.append(
             Summary(
@@ -58,6 +63,9 @@ def summarize(measurements: list[Measurement]) -> list[Summary]:
                 sum(r.lost for r in runs),
                 max(r.peak_rss for r in runs),
                 len(runs),
+                forward,
+                statistics.median(r.cpu_us_per_frame for r in runs),
+                sum(r.forwarded for r in runs),
             )
         )
     return summaries
@@ -75,6 +83,33 @@ def ratio(summary: Summary, summaries: list[Summary]) -> float:
     if summary.write and write:
         limits.append(write.frames_per_s)
     return summary.frames_per_s / min(limits) if limits else float("nan")
+
+
+def bare(summary: Summary, summaries: list[Summary]) -> Summary | None:
+    """The same receiver configuration without a forwarder, if it was measured."""
+    return next(
+        (
+            s
+            for s in summaries
+            if s.kind == "receiver"
+            and s.forward == "none"
+            and (s.case, s.workers, s.io_threads, s.write)
+            == (summary.case, summary.workers, summary.io_threads, summary.write)
+        ),
+        None,
+    )
+
+
+def ratio_to_bare(summary: Summary, summaries: list[Summary]) -> float | None:
+    """A forwarding receiver's rate over the same receiver without a forwarder."""
+    baseline = bare(summary, summaries)
+    if summary.forward == "none" or baseline is None or baseline.frames_per_s == 0:
+        return None
+    return summary.frames_per_s / baseline.frames_per_s
+
+
+FORWARD_LABELS = {"none": "", "bound": " fwd", "consumer": " fwd+cons"}
+"""How the table names a receiver's forwarder: none, bound without a consumer, with one."""
 
 
 def ratio_to_sink_write(summary: Summary, summaries: list[Summary]) -> float | None:
@@ -96,28 +131,45 @@ def _spread(s: Summary) -> str:
 def table(summaries: list[Summary]) -> str:
     """A table a person reads: baselines first, then each receiver configuration."""
     header = (
-        f"{'what':<22}{'size':>7}{'frames/s':>11}{'spread':>7}{'GB/s':>7}"
-        f"{'ratio':>7}{'r/s+w':>7}{'lost':>6}{'peak MB':>9}"
+        f"{'what':<34}{'size':>7}{'frames/s':>11}{'spread':>7}{'GB/s':>7}"
+        f"{'ratio':>7}{'r/s+w':>7}{'/bare':>7}{'lost':>6}{'peak MB':>9}{'CPU µs/f':>10}"
     )
     lines = [header, "-" * len(header)]
     order = {"sink": 0, "write": 1, "sink-write": 2, "receiver": 3}
+    forwards = {name: index for index, name in enumerate(FORWARD_LABELS)}
     names = {"sink": "ZeroMQ sink", "write": "sequential write", "sink-write": "sink + write"}
     for s in sorted(
         summaries,
-        key=lambda s: (order[s.kind], not s.write, s.workers, s.io_threads, s.frame_bytes),
+        key=lambda s: (
+            order[s.kind],
+            not s.write,
+            s.workers,
+            s.io_threads,
+            forwards.get(s.forward, len(forwards)),
+            s.frame_bytes,
+        ),
     ):
         if s.kind == "receiver":
-            what = f"receiver {'write' if s.write else 'no-write'} {s.workers}w {s.io_threads}io"
-            to_sink_write = ratio_to_sink_write(s, summaries)
-            shown = "" if to_sink_write is None else f"{to_sink_write:.2f}"
-            extra = f"{ratio(s, summaries):>7.2f}{shown:>7}{s.lost:>6}{s.peak_rss / 1e6:>9.0f}"
+            what = (
+                f"receiver {'write' if s.write else 'no-write'} {s.workers}w {s.io_threads}io"
+                f"{FORWARD_LABELS.get(s.forward, ' ' + s.forward)}"
+            )
+            extra = (
+                f"{ratio(s, summaries):>7.2f}{_shown(ratio_to_sink_write(s, summaries)):>7}"
+                f"{_shown(ratio_to_bare(s, summaries)):>7}{s.lost:>6}{s.peak_rss / 1e6:>9.0f}"
+                f"{s.cpu_us_per_frame:>10.1f}"
+            )
         else:
             what = names[s.kind]
-            extra = f"{'':>7}{'':>7}{'':>6}{'':>9}"
+            extra = ""
         lines.append(
-            f"{what:<22}{s.case:>7}{s.frames_per_s:>11.0f}{_spread(s):>7}{s.gb_per_s:>7.2f}{extra}"
+            f"{what:<34}{s.case:>7}{s.frames_per_s:>11.0f}{_spread(s):>7}{s.gb_per_s:>7.2f}{extra}"
         )
     return "\n".join(lines)
+
+
+def _shown(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
 
 
 def to_json(summaries: list[Summary], measurements: list[Measurement], meta: dict[str, Any]) -> str:
@@ -128,8 +180,13 @@ def to_json(summaries: list[Summary], measurements: list[Measurement], meta: dic
             row["ratio"] = ratio(s, summaries)
             if s.write:
                 row["ratio_to_sink_write"] = ratio_to_sink_write(s, summaries)
+            if s.forward != "none":
+                row["ratio_to_bare"] = ratio_to_bare(s, summaries)
         rows.append(row)
-    runs = [asdict(m) | {"frames_per_s": m.frames_per_s} for m in measurements]
+    runs = [
+        asdict(m) | {"frames_per_s": m.frames_per_s, "cpu_us_per_frame": m.cpu_us_per_frame}
+        for m in measurements
+    ]
     return json.dumps({"meta": meta, "summary": rows, "runs": runs}, indent=2)
 
 
@@ -173,5 +230,6 @@ def _series(summaries: list[Summary], write: bool) -> dict[str, list[Summary]]:
         elif s.kind == "sink-write" and write:
             lines["sink + write"].append(s)
         elif s.kind == "receiver" and s.write == write:
-            lines[f"receiver {s.workers} workers, {s.io_threads} io"].append(s)
+            forward = {"bound": ", forwarder bound", "consumer": ", forwarding"}.get(s.forward, "")
+            lines[f"receiver {s.workers} workers, {s.io_threads} io{forward}"].append(s)
     return lines

@@ -5,6 +5,10 @@ one JSON line with the time from the first to the last message (with FILE:
 to the file closed), the same span the receiver's series timing covers. It
 receives without copying, as the receiver does.
 
+``python -m bench.sink --consume ENDPOINT`` is the consumer of a receiver's
+forwarded stream: it connects, receives and counts until SIGTERM, then
+prints the counts as one JSON line.
+
 With FILE it also writes each message's blob to FILE, in a thread of its
 own fed with batches: the least any receiver that writes must do, on the
 same cores. On a machine with few cores this, not min(sink, write), is the
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -80,7 +85,38 @@ class _Writer(threading.Thread):
                 os.write(self._fd, blob)
 
 
+def consume(endpoint: str) -> dict[str, int]:
+    """Receive the forwarded stream as fast as it comes, counting, until SIGTERM."""
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    context = zmq.Context()
+    socket = context.socket(zmq.PULL)
+    socket.rcvtimeo = 100
+    socket.connect(endpoint)
+    messages = nbytes = 0
+    try:
+        while not stopping:
+            try:
+                frames = socket.recv_multipart(copy=False)
+            except zmq.Again:
+                continue
+            messages += 1
+            nbytes += sum(len(f) for f in frames)
+    finally:
+        socket.close(linger=0)
+        context.term()
+    return {"messages": messages, "bytes": nbytes}
+
+
 def main() -> int:
+    if sys.argv[1] == "--consume":
+        print(json.dumps(consume(sys.argv[2])), flush=True)
+        return 0
     endpoint, messages = sys.argv[1], int(sys.argv[2])
     io_threads = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     path = Path(sys.argv[4]) if len(sys.argv) > 4 else None

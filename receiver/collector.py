@@ -2,7 +2,8 @@
 
 It runs in its own thread so that the writer's queue, not the workers, absorbs
 the time the disk takes, and keeps the latest frame for the live view by
-reference only (decoding happens when a client asks).
+reference only (decoding happens when a client asks). The forwarder gets a
+batch at a time, and only a count while no consumer is connected to it.
 """
 
 from __future__ import annotations
@@ -86,17 +87,35 @@ class Collector(ReportedThread):
             self.rate.add(frames, nbytes)
         self._writer.submit(_for_the_writer(batch))
         if self._forwarder is not None:
-            for ordered in batch:
-                if isinstance(ordered, Placed):
-                    self._forwarder.skip()
-                elif isinstance(ordered, OutOfTurn):
-                    if ordered.late:
-                        self._forwarder.count_missed()
-                elif not isinstance(ordered, Malformed | Gap | Stale | Problem):
-                    self._forwarder.forward(ordered)
+            self._forward(self._forwarder, batch)
         if last is None:
             return MAX_BATCH
         return max(1, min(MAX_BATCH, self._batch_bytes // max(1, len(last.data))))
+
+    @staticmethod
+    def _forward(forwarder: Forwarder, batch: Sequence[Ordered]) -> None:
+        """Hand the batch to the forwarder in one go, or only its count with no consumer.
+
+        Each message and each frame's place (a frame that went to the file
+        ahead of its turn: None) takes a number of the forwarded stream. With
+        nobody connected the numbers are left out and nothing is handed over:
+        nothing is encoded or buffered, and the frames' buffers are freed as
+        soon as the writer is done with them.
+        """
+        numbered: list[Message | None] = []
+        late = 0
+        for ordered in batch:
+            if isinstance(ordered, Placed):
+                numbered.append(None)
+            elif isinstance(ordered, OutOfTurn):
+                if ordered.late:  # one ahead of its turn is counted at its mark
+                    late += 1
+            elif not isinstance(ordered, Malformed | Gap | Stale | Problem):
+                numbered.append(ordered)
+        if forwarder.connected:
+            forwarder.forward_batch(numbered, late)
+        else:
+            forwarder.pass_over(len(numbered))
 
 
 def _for_the_writer(batch: Sequence[Ordered]) -> list[WriterItem]:

@@ -239,6 +239,8 @@ class Receiver:
             endpoint=self._forwarder.endpoint,
             sent=self._forwarder.sent,
             missed=self._forwarder.missed,
+            unconnected=self._forwarder.unconnected,
+            consumers=self._forwarder.consumers,
         )
 
     @property

@@ -86,6 +86,10 @@ class ForwarderStatus(_Report):
     endpoint: str = Field(description="ZeroMQ endpoint the forwarder binds")
     sent: int = Field(ge=0)
     missed: int = Field(ge=0)
+    unconnected: int = Field(
+        default=0, ge=0, description="messages not forwarded: no consumer was connected"
+    )
+    consumers: int = Field(default=0, ge=0, description="consumers connected now")
 
 
 class ModuleStatus(_Report):

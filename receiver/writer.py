@@ -31,6 +31,8 @@ T = TypeVar("T")
 WriterItem = SeriesStart | Image | SeriesEnd | Malformed | Gap | Stale | Problem
 _STOP: Sequence[WriterItem] = []
 """Queued after the last batch: the thread ends once it comes out (by identity, not content)."""
+QUEUE_POLL_S = 0.2
+"""How often a full writer queue looks whether its writer still runs."""
 SPACE_CHECK_BYTES = 64 * 1024**2
 """Free space is looked up again after this much was written, or sooner near the end."""
 CLOSE_HEADROOM_BYTES = 8 * 1024**2
@@ -70,12 +72,22 @@ class SeriesWriter:
 
     def submit(self, batch: Sequence[WriterItem]) -> None:
         """Queue a batch of ordered messages; blocks while the queue is full (push-back)."""
-        self._queue.put(batch)
+        self._put(batch)
 
     def stop(self) -> None:
         """Finish what is queued, close an open file, end the thread."""
-        self._queue.put(_STOP)
+        self._put(_STOP)
         self._thread.join()
+
+    def _put(self, batch: Sequence[WriterItem]) -> None:
+        """Wait for room, unless the writer thread has stopped (its failure is the state
+        already): then nothing would ever make room, and the caller must not hang."""
+        while self._thread.is_alive() or not self._thread.ident:
+            try:
+                self._queue.put(batch, timeout=QUEUE_POLL_S)
+                return
+            except queue.Full:
+                continue
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not _STOP:

@@ -10,7 +10,8 @@ import threading
 import pytest
 import zmq
 
-from bench.measure import make_case, parse_size
+from bench.measure import Measurement, make_case, parse_size
+from bench.report import summarize, table
 from bench.sink import sink
 from tests.helpers import VENV_BIN
 
@@ -51,6 +52,29 @@ def test_the_sink_write_baseline_writes_every_blob_in_order(tmp_path):
     assert result["messages"] == len(blobs) + 2 and result["seconds"] > 0
 
 
+def test_the_forwarding_receiver_is_shown_beside_the_bare_one():
+    def run(forward: str, seconds: float, cpu: float) -> Measurement:
+        return Measurement(
+            "receiver", "20kB", 20_000, 1000, seconds, 1, 1, False, forward=forward,
+            cpu_seconds=cpu,
+        )  # fmt: skip
+
+    summaries = summarize(
+        [run("none", 0.05, 0.02), run("none", 0.04, 0.02), run("bound", 0.05, 0.03),
+         run("consumer", 0.1, 0.05)]
+    )  # fmt: skip
+    lines = {line.split("20kB")[0].strip(): line for line in table(summaries).splitlines()[2:]}
+
+    assert set(lines) == {
+        "receiver no-write 1w 1io", "receiver no-write 1w 1io fwd",
+        "receiver no-write 1w 1io fwd+cons",
+    }  # fmt: skip
+    bare = next(s for s in summaries if s.forward == "none")
+    assert bare.frames_per_s == pytest.approx(22_500)  # the median of 20 000 and 25 000
+    assert lines["receiver no-write 1w 1io fwd"].split()[-4] == "0.89"  # 20 000 / 22 500
+    assert lines["receiver no-write 1w 1io fwd+cons"].split()[-1] == "50.0"  # CPU µs per frame
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(180)
 def test_quick_bench_reports_zero_lost_frames(tmp_path):
@@ -85,7 +109,13 @@ def test_quick_bench_reports_zero_lost_frames(tmp_path):
     assert "receiver write 2w 1io" in result.stdout
     report = json.loads(out.read_text())
     receivers = [row for row in report["summary"] if row["kind"] == "receiver"]
-    assert len(receivers) == 2 * 2 * 2
+    assert len(receivers) == 2 * 2 * 2 * 3  # sizes, workers, modes, forwarder none/bound/consumer
+    assert {row["forward"] for row in receivers} == {"none", "bound", "consumer"}
+    assert all(row["cpu_us_per_frame"] > 0 for row in receivers)
+    assert all(row["ratio_to_bare"] > 0 for row in receivers if row["forward"] != "none")
+    assert all(row["forwarded"] > 0 for row in receivers if row["forward"] == "consumer")
+    assert all(row["forwarded"] == 0 for row in receivers if row["forward"] == "bound")
+    assert "receiver write 1w 1io fwd+cons" in result.stdout
     assert all(
         row["lost"] == 0 and row["frames_per_s"] > 0 and row["ratio"] > 0 for row in receivers
     )

@@ -177,6 +177,8 @@ def forward_consumer(context: zmq.Context, receiver: Receiver) -> zmq.Socket:
     consumer = context.socket(zmq.PULL)
     consumer.rcvtimeo = 10_000
     consumer.connect(receiver.forward_endpoint)
+    # The forwarder sends only once it has seen a consumer connect.
+    wait_until(lambda: receiver._forwarder.connected, 5, "the forwarder to see its consumer")
     return consumer
 
 
