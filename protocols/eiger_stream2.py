@@ -361,7 +361,10 @@ def _user_data(value: Any) -> tuple[str, int, str]:
             return "", 0, text
     else:
         plain = _plain(value)
-        text = orjson.dumps(plain).decode() if plain is not None else ""
+        try:
+            text = orjson.dumps(plain).decode() if plain is not None else ""
+        except TypeError as exc:  # orjson: integers beyond 64 bits, keys that are not text
+            raise MalformedMessage(f"start user_data cannot be kept as JSON: {exc}") from None
         value = plain
     if not isinstance(value, dict):
         return "", 0, text

@@ -88,7 +88,7 @@ class Receiver:
                 config.forward,
                 config.forward_hwm,
                 config.forward_buffer_bytes,
-                self._failures.append,
+                self._report,
                 self.board.break_down,
             )
             if config.forward
@@ -138,7 +138,7 @@ class Receiver:
             parse,
             reorderer,
             on_unreadable,
-            self._failures.append,
+            self._report,
             subscribe=self.config.socket == "sub",
         )
 
@@ -177,15 +177,19 @@ class Receiver:
             self._forwarder.stop()
         self._context.term()
 
+    def _report(self, reason: str) -> None:
+        """What went wrong in a worker or the forwarder: in the state at once, and told again
+        by the writer after its next batch, in case the header of the series it belongs to
+        was still on its way and cleared it."""
+        self.board.fail(reason)
+        self._failures.append(reason)
+
     def _report_unreadable(self, reason: str) -> None:
-        """From a worker: told by the writer in stream order, after its series' header."""
         self._unreadable.append(reason)
-        self._failures.append(f"an unreadable message was skipped: {reason}")
+        self._report(f"an unreadable message was skipped: {reason}")
 
     def _report_module_unreadable(self, name: str, endpoint: str, reason: str) -> None:
-        self._failures.append(
-            f"module {name!r} ({endpoint}): an unreadable message was skipped: {reason}"
-        )
+        self._report(f"module {name!r} ({endpoint}): an unreadable message was skipped: {reason}")
 
     # The view the HTTP API serves.
 

@@ -214,7 +214,7 @@ def test_status_document_keeps_its_keys_and_values(start_receiver, stream, tmp_p
         "written_frames_per_s",
         "written_mb_per_s",
     ]
-    assert list(status["forwarder"]) == ["endpoint", "sent", "missed"]
+    assert list(status["forwarder"]) == ["endpoint", "sent", "missed", "unconnected", "consumers"]
     assert status["config"] == {
         "connect": [stream.endpoint],
         "protocol": "stins",
