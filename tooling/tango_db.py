@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -498,35 +498,40 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.config}: not a dsconfig JSON document ({exc})")
     except TangoDbError as exc:
         parser.error(f"--property: {exc} {args.config}")
-    try:
-        wait_for_database(tango_host, args.wait)
-        data = load_config(args.config, tango_host, overrides)
-        print(f"loaded {args.config} into {tango_host}: {', '.join(server_names(data))}")
-        if not args.no_starter:
-            starter = register_starter(tango_host, server_names(data), level=args.startup_level)
-            when = "on DevStart" if args.startup_level == MANUAL_START else "when it starts"
-            print(f"{starter} starts them {when}; run it with: {' '.join(starter_command())}")
-    except TangoDbError as exc:
-        print(f"daq-tango: {exc}", file=sys.stderr)
-        return 1
-    except tango.DevFailed as exc:
-        print(f"daq-tango: {_desc(exc)}", file=sys.stderr)
-        return 1
-    return 0
+    return _one_line(lambda: _load(tango_host, args, overrides))
+
+
+def _load(tango_host: str, args: argparse.Namespace, overrides: dict[str, list[str]]) -> None:
+    wait_for_database(tango_host, args.wait)
+    data = load_config(args.config, tango_host, overrides)
+    print(f"loaded {args.config} into {tango_host}: {', '.join(server_names(data))}")
+    if not args.no_starter:
+        starter = register_starter(tango_host, server_names(data), level=args.startup_level)
+        when = "on DevStart" if args.startup_level == MANUAL_START else "when it starts"
+        print(f"{starter} starts them {when}; run it with: {' '.join(starter_command())}")
 
 
 def _wait(tango_host: str, args: argparse.Namespace) -> int:
     """``wait``, ``start`` and ``stop``: one line on success, one on failure."""
+    return _one_line(lambda: _wait_for(tango_host, args))
+
+
+def _wait_for(tango_host: str, args: argparse.Namespace) -> None:
+    if args.command == "wait":
+        wait_for_device(tango_host, args.device, args.timeout)
+        print(f"{args.device} answers")
+    elif args.command == "start":
+        start_server(tango_host, args.server, args.timeout)
+        print(f"{args.server} started by {starter_device()}, its devices answer")
+    else:
+        stop_server(tango_host, args.server, args.timeout)
+        print(f"{args.server} stopped by {starter_device()}")
+
+
+def _one_line(action: Callable[[], None]) -> int:
+    """Run one command: exit status 0, or 1 with its failure as one line on stderr."""
     try:
-        if args.command == "wait":
-            wait_for_device(tango_host, args.device, args.timeout)
-            print(f"{args.device} answers")
-        elif args.command == "start":
-            start_server(tango_host, args.server, args.timeout)
-            print(f"{args.server} started by {starter_device()}, its devices answer")
-        else:
-            stop_server(tango_host, args.server, args.timeout)
-            print(f"{args.server} stopped by {starter_device()}")
+        action()
     except TangoDbError as exc:
         print(f"daq-tango: {exc}", file=sys.stderr)
         return 1
