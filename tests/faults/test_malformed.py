@@ -84,6 +84,7 @@ def test_a_parser_refuses_every_spoiled_message_with_a_reason_or_reads_it_right(
         max_examples=BULK_EXAMPLES,
         deadline=None,
         database=None,
+        derandomize=True,  # CI runs the same examples every time; explore with a seed by hand
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(spoiled(protocol))
@@ -217,6 +218,7 @@ def test_spoiled_messages_through_a_receiver_are_counted_and_never_stored(
         max_examples=25,
         deadline=None,
         database=None,
+        derandomize=True,
         phases=[Phase.explicit, Phase.generate],  # no shrinking: every try costs gap waits
         report_multiple_bugs=False,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -354,7 +356,7 @@ def test_any_request_to_the_api_is_answered_without_a_server_error(
             if not (method == "POST" and path == "/downsample" and code == 200):
                 assert receiver.downsample == factor, "only an accepted POST changes the factor"
 
-        @settings(max_examples=300, deadline=None, database=None)
+        @settings(max_examples=300, deadline=None, database=None, derandomize=True)
         @given(
             st.sampled_from(["POST", "POST", "GET", "GET", "PUT", "DELETE", "OPTIONS", "HEAD"]),
             st.sampled_from(["/downsample", "/downsample", "/last_frame", *PATHS]),
