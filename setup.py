@@ -7,5 +7,6 @@ setup(
         "protocols/_bslz4_build.py:ffibuilder",
         "receiver/_chunks_build.py:ffibuilder",
         "receiver/_zmqbatch_build.py:ffibuilder",
+        "sim/lambda_fake/_fake_xsp_build.py:ffibuilder",
     ]
 )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import NoReturn
 
-from devices.backend import Backend, BackendError, BackendState
+from devices.backend import Backend, BackendError, BackendState, SettingsRefused
 from devices.receiver_link import ReceiverLink, ReceiverUnreachable
 from devices.settings import AcquisitionSettings
 from receiver.status import ReceiverStatus, State
@@ -107,6 +107,8 @@ class Acquisition:
                 self.receiver.reset()
             try:
                 self.backend.arm(settings)
+            except SettingsRefused as exc:
+                raise AcquisitionError(f"the detector refused the settings: {exc}") from None
             except BackendError as exc:
                 self._fault(f"the detector refused Arm: {exc}")
             self._series = before.series_count + 1

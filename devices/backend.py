@@ -11,7 +11,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -22,10 +22,24 @@ class BackendError(RuntimeError):
     """The hardware refused or failed; the text is the detector's own reason where it gave one."""
 
 
+class SettingsRefused(BackendError):
+    """The detector cannot take these settings: bad input, not a fault of the hardware.
+
+    The device refuses the Arm with the reason and stays ON.
+    """
+
+
 class BackendState(StrEnum):
     IDLE = "idle"
     ARMED = "armed"
     ERROR = "error"
+
+
+class ModuleStream(NamedTuple):
+    """One module's stream of a multi-module detector: the receiver's module name and endpoint."""
+
+    name: str
+    endpoint: str
 
 
 class Backend(ABC):
@@ -47,6 +61,15 @@ class Backend(ABC):
     @abstractmethod
     def stream_endpoint(self) -> str:
         """Where the detector's data stream can be read (the receiver connects there)."""
+
+    @property
+    def stream_modules(self) -> tuple[ModuleStream, ...]:
+        """A multi-module detector's streams (their headers place them); none otherwise.
+
+        When there are any, the embedded receiver reads these instead of
+        :attr:`stream_endpoint`.
+        """
+        return ()
 
     @property
     @abstractmethod
@@ -98,6 +121,7 @@ BACKENDS: dict[str, str] = {
     "simulator": "devices.backends.simulator:SimulatorBackend",
     "pilatus": "devices.backends.pilatus:PilatusBackend",
     "eiger": "devices.backends.eiger:EigerBackend",
+    "lambda": "devices.backends.lambda_:LambdaBackend",
 }
 """Backend name (the ``Backend`` device property) -> ``module:class``, imported on demand."""
 

@@ -30,6 +30,7 @@ from tango.pyutil import parse_args as parse_tango_args
 from tango.server import Device, attribute, command, device_property, run
 
 from devices.acquisition import Acquisition, AcquisitionError, LoopState
+from devices.backend import Backend as HardwareBackend
 from devices.backend import BackendError, create_backend
 from devices.change_events import ChangeEvents
 from devices.receiver_link import (
@@ -84,10 +85,13 @@ class DetectorDevice(Device):
     Backend = device_property(
         dtype=str,
         default_value="simulator",
-        doc="kind of detector hardware: simulator, eiger, pilatus",
+        doc="kind of detector hardware: simulator, eiger, pilatus, lambda",
     )
     DetectorAddress = device_property(
-        dtype=str, default_value="", doc="control address of the hardware (unused by the simulator)"
+        dtype=str,
+        default_value="",
+        doc="control address of the hardware (unused by the simulator); lambda: the "
+        "lambda-streamers' host:port, one per DCU, comma-separated",
     )
     StreamAddress = device_property(
         dtype=str,
@@ -194,9 +198,7 @@ class DetectorDevice(Device):
         backend = create_backend(self.Backend, options)
         try:
             transforms = [*backend.stream_transforms, *self._receiver_transforms()]
-            receiver = self._receiver_link(
-                backend.stream_endpoint, backend.stream_protocol, transforms
-            )
+            receiver = self._receiver_link(backend, transforms)
         except Exception:
             backend.close()
             raise
@@ -220,13 +222,14 @@ class DetectorDevice(Device):
         return transforms
 
     def _receiver_link(
-        self, stream_endpoint: str, protocol: str, transforms: list[dict[str, Any]]
+        self, backend: HardwareBackend, transforms: list[dict[str, Any]]
     ) -> ReceiverLink:
         if self.Receiver.strip().lower() != "embedded":
             return RemoteReceiver(self.Receiver.strip())
         config = embedded_config(
-            stream_endpoint,
-            protocol,
+            backend.stream_endpoint,
+            backend.stream_modules,
+            backend.stream_protocol,
             transforms,
             self.DataRoot,
             self.DetectorName,

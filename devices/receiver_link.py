@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -182,6 +183,7 @@ PROPERTY_NAMES = {
 
 def embedded_config(
     stream_endpoint: str,
+    modules: Sequence[tuple[str, str]],
     protocol: str,
     transforms: list[dict[str, Any]],
     data_root: str,
@@ -192,9 +194,11 @@ def embedded_config(
 ) -> ReceiverConfig:
     """The embedded receiver's configuration from the device properties.
 
-    Raises ``ConfigError`` naming the device property to fix.
+    ``modules`` (name, endpoint) are a multi-module detector's streams, read
+    instead of ``stream_endpoint``; their headers place them. Raises
+    ``ConfigError`` naming the device property to fix.
     """
-    settings = {
+    settings: dict[str, Any] = {
         "connect": [stream_endpoint],
         "protocol": protocol,
         "transforms": transforms,
@@ -204,6 +208,9 @@ def embedded_config(
         "http_port": max(http_port, 0),
         "forward": forward or None,
     }
+    if modules:
+        del settings["connect"]
+        settings["modules"] = [{"name": name, "connect": endpoint} for name, endpoint in modules]
     try:
         return load(None, settings)
     except ConfigError as exc:

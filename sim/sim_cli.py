@@ -2,8 +2,9 @@
 
 ``daq-sim pilatus --imgpath DIR`` runs a simulated Pilatus3 camserver writing
 CBF files there. ``daq-sim eiger --port P`` runs a simulated DECTRIS EIGER 1M (SIMPLON 1.8 REST
-API) until interrupted. ``daq-sim trigger ADDRESS`` pulses the trigger input
-of a simulated detector, as a timing system's TTL output would (EXTERNAL,
+API) until interrupted. ``daq-sim lambda`` runs a simulated four-module XSpectrum
+Lambda (two ``lambda-streamer`` processes over the fake SDK).
+``daq-sim trigger ADDRESS`` pulses the trigger input of a simulated detector, as a timing system's TTL output would (EXTERNAL,
 EXTERNAL_MULTI, GATE modes; the Eiger's exts and exte).
 """
 
@@ -85,6 +86,12 @@ def _parser() -> OneLineParser:
         add_help=False,
         help="run a simulated Pilatus3 camserver (options: daq-sim pilatus --help)",
     )
+    commands.add_parser(
+        "lambda",
+        add_help=False,
+        help="run a simulated four-module Lambda: two lambda-streamers over the fake SDK "
+        "(options: daq-sim lambda --help)",
+    )
     return parser
 
 
@@ -95,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         from sim.pilatus.__main__ import main as pilatus_main
 
         return pilatus_main(passed_on, prog=f"{PROG} pilatus")
+    if args.command == "lambda":
+        from sim.lambda_fake.__main__ import main as lambda_main
+
+        return lambda_main(passed_on, prog=f"{PROG} lambda")
     if passed_on:
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     if args.command == "eiger":

@@ -37,7 +37,7 @@ def simulator() -> SimulatorBackend:
 
 
 def embedded(endpoint: str, data_root: Path) -> EmbeddedReceiver:
-    config = embedded_config(endpoint, "stins", [], str(data_root), "det", 1, -1, "")
+    config = embedded_config(endpoint, (), "stins", [], str(data_root), "det", 1, -1, "")
     return EmbeddedReceiver(config, serve_http=False)
 
 
