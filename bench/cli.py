@@ -9,9 +9,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from bench import pilatus
+from bench import lambda_, pilatus
 from bench.measure import (
     FORWARD_MODES,
     BenchError,
@@ -114,6 +115,15 @@ def _parser() -> argparse.ArgumentParser:
         "receiver (cbf transform, writing) for each --workers count (default: off)",
     )
     parser.add_argument(
+        "--lambda",
+        dest="lambda_frames",
+        type=int_at_least(1),
+        metavar="FRAMES",
+        help="instead: ForMAX's four-module Lambda windmill, FRAMES frames at 500 frames/s "
+        "into the receiver (writing, forwarding to a consumer), then the whole chain over the "
+        "fake SDK as fast as it goes, for each --workers count (default: off)",
+    )
+    parser.add_argument(
         "--json", type=Path, help="write the results as JSON here (default: not written)"
     )
     parser.add_argument(
@@ -161,10 +171,14 @@ def run(args: argparse.Namespace, data_dir: Path) -> list[Measurement]:
     return results
 
 
-def _pilatus(frames: int, workers: list[int], data_dir: Path) -> int:
+def _pilatus(frames: int, workers: list[int], data_dir: Path) -> None:
+    for count in workers:
+        print(pilatus.measure(count, frames, data_dir).line(), flush=True)
+
+
+def _one_case(run_case: Callable[[], None], data_dir: Path) -> int:
     try:
-        for count in workers:
-            print(pilatus.measure(count, frames, data_dir).line(), flush=True)
+        run_case()
     except BenchError as exc:
         print(f"daq-bench: {exc}", file=sys.stderr)
         return 1
@@ -184,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} {path}: no directory {path.resolve().parent} to write it in")
     data_dir = Path(tempfile.mkdtemp(prefix="daq-bench-", dir=args.data_dir))
     if args.pilatus:
-        return _pilatus(args.pilatus, args.workers, data_dir)
+        return _one_case(lambda: _pilatus(args.pilatus, args.workers, data_dir), data_dir)
+    if args.lambda_frames:
+        return _one_case(lambda: lambda_.run(args.lambda_frames, args.workers, data_dir), data_dir)
     started = time.monotonic()
     try:
         measurements = run(args, data_dir)

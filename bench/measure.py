@@ -207,7 +207,8 @@ class ReceiverProcess:
 
     ``forward``: one of :data:`FORWARD_MODES`. ``tree``: run the receiver of
     another checkout (its C extensions built in place) with the same
-    generator, consumer and measurement, to compare commits.
+    generator, consumer and measurement, to compare commits. ``connect``
+    False: the streams are named in ``config`` (a multi-module detector's).
     """
 
     def __init__(
@@ -219,6 +220,7 @@ class ReceiverProcess:
         config: Path | None = None,
         forward: str = "none",
         tree: Path | None = None,
+        connect: bool = True,
     ) -> None:
         if forward not in FORWARD_MODES:
             raise ValueError(f"forward must be one of {', '.join(FORWARD_MODES)}, not {forward!r}")
@@ -233,7 +235,7 @@ class ReceiverProcess:
         self._log = (data_dir / f"{name}.log").open("w")
         args = [
             str(BIN / "stream-receiver"),
-            "--connect", self.endpoint,
+            *(["--connect", self.endpoint] if connect else []),
             "--http", self.url.removeprefix("http://"),
             "--data-root", str(data_dir),
             "--workers", str(workers),
@@ -262,6 +264,7 @@ class ReceiverProcess:
                     stderr=subprocess.STDOUT,
                     text=True,
                 )
+                self._wait_consumer()
         except BaseException:
             self.close()  # a receiver that never became ready is not left running
             raise
@@ -277,6 +280,16 @@ class ReceiverProcess:
             except requests.RequestException:
                 time.sleep(0.1)
         raise BenchError("stream-receiver did not start within 60 s")
+
+    def _wait_consumer(self) -> None:
+        """Until the forwarder counts the consumer: frames sent before are not forwarded."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            forwarder = self._status().get("forwarder")
+            if isinstance(forwarder, dict) and forwarder.get("consumers", 0) > 0:
+                return
+            time.sleep(0.05)
+        raise BenchError(f"the consumer did not connect to the forwarder; see {self._log.name}")
 
     def _status(self) -> dict[str, Any]:
         status = requests.get(f"{self.url}/status", timeout=5).json()
@@ -329,6 +342,19 @@ class ReceiverProcess:
                 return status
             time.sleep(0.05)
         raise BenchError("the receiver did not close the series within 300 s")
+
+    def wait_forwarded(self, messages: int, timeout_s: float = 120) -> tuple[dict[str, Any], float]:
+        """The status once the forwarder has accounted for ``messages`` (sent, missed or
+        unconnected), and the Unix time it had; the forwarder may lag behind the file."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self._status()
+            forwarder = status.get("forwarder") or {}
+            done = sum(int(forwarder.get(key, 0)) for key in ("sent", "missed", "unconnected"))
+            if done >= messages:
+                return status, time.time()
+            time.sleep(0.02)
+        raise BenchError(f"the forwarder did not account for {messages} messages in {timeout_s} s")
 
     def _cpu_seconds(self) -> float:
         """CPU time of the receiver's threads so far, to the nanosecond: the sum of their

@@ -230,6 +230,8 @@ def _parse_image(fields: dict[str, Any], parts: Sequence[Buffer], seq: int) -> I
         )
     if len(parts) < 2:
         raise MalformedMessage("image: the data part is missing")
+    if _is_stack(fields, shape, parts):
+        return _parse_stack(fields, parts, seq, frame, dtype, compression)
     data = parts[1]
     image = Image(
         seq=seq,
@@ -243,6 +245,50 @@ def _parse_image(fields: dict[str, Any], parts: Sequence[Buffer], seq: int) -> I
     )
     check_blob_size(image)
     return image
+
+
+def _is_stack(fields: dict[str, Any], shape: list[int], parts: Sequence[Buffer]) -> bool:
+    """A stack of planes, one part each: ``shape`` [K, H, W], ``chunks`` [1, H, W], K parts."""
+    return (
+        len(shape) == 3
+        and fields.get("chunks") == [1, *shape[1:]]
+        and len(parts) == shape[0] + 1
+        and shape[0] > 1
+    )
+
+
+def _parse_stack(
+    fields: dict[str, Any],
+    parts: Sequence[Buffer],
+    seq: int,
+    frame: int,
+    dtype: np.dtype,
+    compression: str,
+) -> StackedImage:
+    """A multi-module frame (a forwarded stack, MAX IV's multi-part images): one chunk per plane.
+
+    The planes are joined into one buffer (a copy), as :class:`StackedImage` holds them.
+    """
+    shape = tuple(fields["shape"])
+    chunks = [memoryview(part).cast("B") for part in parts[1:]]
+    for k, chunk in enumerate(chunks):
+        plane = Image(seq=seq, frame=frame, shape=shape[1:], dtype=dtype, compression=compression,
+                      data=chunk)  # fmt: skip
+        try:
+            check_blob_size(plane)
+        except MalformedMessage as exc:
+            raise MalformedMessage(f"{exc} (plane {k} of the stack)", seq=seq) from None
+    return StackedImage(
+        seq=seq,
+        frame=frame,
+        shape=shape,
+        dtype=dtype,
+        compression=compression,
+        data=b"".join(chunks),
+        discard=bool(fields.get("discard", False)),
+        fields=fields,
+        chunk_sizes=tuple(chunk.nbytes for chunk in chunks),
+    )
 
 
 def check_blob_size(image: Image) -> None:

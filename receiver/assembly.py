@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols import bslz4
+from protocols import bslz4, module_stack
 from protocols.model import Buffer, Image, ModuleLayout
 from receiver.stream_items import ModuleImage
 from receiver.transforms.mask import fill_value
@@ -32,9 +32,7 @@ def assemble(image: ModuleImage) -> np.ndarray:
         if chunk is None:
             continue
         pixels = _decode(chunk, plane_shape, image)
-        turned = np.rot90(pixels, placement.rotation)
-        region = full[placement.y :, placement.x :][: turned.shape[0], : turned.shape[1]]
-        region[...] = turned[: region.shape[0], : region.shape[1]]
+        module_stack.place(full, pixels, placement.x, placement.y, placement.rotation)
     return full
 
 

@@ -159,6 +159,13 @@ class ReceiverConfig(BaseModel):
         ge=0,
         description="bytes of frames held for a slow forwarding consumer before frames are missed",
     )
+    forward_modules: Literal["stacked", "assembled"] = Field(
+        default="stacked",
+        description="how a multi-module frame is forwarded: 'stacked', the modules' chunks as "
+        "received in one message [K, H, W] (keeps up at any rate; the header's module_layout "
+        "says where each goes), or 'assembled', the full image (a decode and encode per frame; "
+        "MAX IV's form)",
+    )
     http_host: str = Field(default="127.0.0.1", description="address of the HTTP API")
     http_port: int = Field(default=5000, ge=0, le=65535, description="port of the HTTP API")
     data_root: Path = Field(

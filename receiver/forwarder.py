@@ -22,10 +22,13 @@ A STINS image that reaches the forwarder as it was received is re-sent as
 it came: its part 0 renumbered (the forwarder numbers its own stream), its
 blob the buffer ZeroMQ received it in. Other messages (other protocols,
 frames a transform changed, headers) are encoded in the forwarder's thread,
-so the collector only hands references over: the frames of a multi-module
-detector are assembled into the full image there (``receiver/assembly.py``),
-at the cost of a decode (and for bslz4 an encode) per frame that only this
-thread pays; what it cannot keep up with is missed.
+so the collector only hands references over. The frames of a multi-module
+detector go out as the stack of their modules' chunks as received
+(``receiver/module_forward.py``), or, with ``forward_modules = "assembled"``
+(MAX IV's form), assembled into the full image there
+(``receiver/assembly.py``), at the cost of a decode (and for bslz4 an
+encode) per frame that only this thread pays; what it cannot keep up with is
+missed.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from protocols import stins
-from protocols.model import Buffer, Image, Message
-from receiver import assembly
+from protocols.model import Buffer, Image, Message, SeriesStart
+from receiver import assembly, module_forward
 from receiver.stream_items import ModuleImage
 from receiver.threads import ReportedThread
 
@@ -64,9 +67,12 @@ class Forwarder(ReportedThread):
         buffer_bytes: int,
         on_error: Callable[[str], None],
         on_failure: Callable[[str], None],
+        assemble_modules: bool = False,
     ) -> None:
         """``on_error`` hears of a frame that could not be sent (it is counted as missed),
-        ``on_failure`` of the thread's end if it fails."""
+        ``on_failure`` of the thread's end if it fails. ``assemble_modules``: a
+        multi-module frame goes out as the assembled full image, not as the stack
+        of its modules' chunks (``receiver/module_forward.py``)."""
         super().__init__("forwarder", on_failure)
         self._socket = context.socket(zmq.PUSH)
         self._socket.sndhwm = hwm
@@ -84,6 +90,7 @@ class Forwarder(ReportedThread):
         self._budget = buffer_bytes
         self._buffered = 0
         self._on_error = on_error
+        self._assemble_modules = assemble_modules
         self._queue: collections.deque[tuple[Message, int, int]] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -168,11 +175,15 @@ class Forwarder(ReportedThread):
                 self._dropped += 1
 
     def _encode(self, message: Message, number: int) -> list[Buffer] | None:
-        """The STINS parts of ``message``; a module frame as the assembled full image."""
+        """The STINS parts of ``message``; a module frame as its stack or assembled."""
+        if isinstance(message, SeriesStart) and not self._assemble_modules:
+            return module_forward.stacked_header(message, number)
         if not isinstance(message, ModuleImage):
             return _as_received(message, number) or stins.encode(message, number)
         try:
-            return stins.encode(assembly.assembled(message), number)
+            if self._assemble_modules:
+                return stins.encode(assembly.assembled(message), number)
+            return module_forward.stacked_image(message, number)
         except ValueError as exc:
             with self._cond:
                 self.missed += 1

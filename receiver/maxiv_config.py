@@ -106,7 +106,9 @@ def translate(maxiv: dict[str, Any]) -> dict[str, Any]:
         "legacy_last_frame": True,
     }
     if kind == "Lambda":
-        # One module stream per DCU address; the modules' headers place them.
+        # One module stream per DCU address; the modules' headers place them. MAX IV's
+        # consumers of the forwarded stream expect the assembled full image.
+        settings["forward_modules"] = "assembled"
         settings["modules"] = [
             {"name": f"m{index}", "connect": endpoint} for index, endpoint in enumerate(endpoints)
         ]

@@ -90,6 +90,7 @@ class Receiver:
                 config.forward_buffer_bytes,
                 self._report,
                 self.board.break_down,
+                assemble_modules=config.forward_modules == "assembled",
             )
             if config.forward
             else None

@@ -146,3 +146,30 @@ def test_pilatus_case_streams_real_cbf_frames_through_the_cbf_transform(tmp_path
     assert result.returncode == 0, result.stderr + result.stdout
     assert "Pilatus3 2M CBF 1679x1475 int32, 2 workers" in result.stdout
     assert "lost 0" in result.stdout
+
+
+@pytest.mark.e2e
+def test_lambda_case_runs_the_windmill_into_the_receiver_and_the_whole_chain(tmp_path):
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "daq-bench"),
+            "--lambda",
+            "40",
+            "--workers",
+            "1",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout
+    assert "receiver, forwarding assembled, 1 worker(s) per module" in lines[0]
+    assert "receiver, forwarding stacked, 1 worker(s) per module" in lines[1]
+    assert "whole chain, forwarding stacked, 1 worker(s) per module" in lines[2]
+    assert all("lost 0;" in line for line in lines), result.stdout
+    assert all("forwarded 40 of 40 at" in line for line in lines), result.stdout

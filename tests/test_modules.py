@@ -19,9 +19,16 @@ import numpy as np
 import pytest
 import zmq
 
-from protocols import bslz4, stins
+from protocols import bslz4, module_stack, stins
 from protocols.errors import MalformedMessage
-from protocols.model import Image, ModuleLayout, ModulePlacement, SeriesEnd, SeriesStart
+from protocols.model import (
+    Image,
+    ModuleLayout,
+    ModulePlacement,
+    SeriesEnd,
+    SeriesStart,
+    StackedImage,
+)
 from receiver import liveview
 from receiver.config import ConfigError, load
 from receiver.receiver import Receiver
@@ -182,6 +189,18 @@ def forward_consumer(context: zmq.Context, receiver: Receiver) -> zmq.Socket:
     return consumer
 
 
+def plane_image(stack: StackedImage, chunk: memoryview) -> Image:
+    """One plane of a forwarded stack as an image of its own."""
+    return Image(
+        seq=stack.seq,
+        frame=stack.frame,
+        shape=stack.shape[1:],
+        dtype=stack.dtype,
+        compression=stack.compression,
+        data=chunk,
+    )
+
+
 def pixels_of(image: Image) -> np.ndarray:
     if image.compression == "bslz4":
         return bslz4.decompress(image.data, image.shape, image.dtype)
@@ -191,10 +210,35 @@ def pixels_of(image: Image) -> np.ndarray:
 FRAMES = 12
 
 
+def check_forwarded(messages: list[Any], compression: str, forward_modules: str) -> None:
+    """The forwarded series: every frame, assembled or as the stack of its modules."""
+    assert isinstance(messages[0], SeriesStart)
+    assert messages[0].filename == "lambda/scan.h5"
+    images = [m for m in messages if isinstance(m, Image)]
+    assert sorted(m.frame for m in images) == list(range(FRAMES))
+    for image in images:
+        assert image.compression == compression
+        if forward_modules == "assembled":
+            assert image.shape == FULL
+            np.testing.assert_array_equal(pixels_of(image), expected_full(image.frame))
+        else:
+            assert isinstance(image, StackedImage)
+            assert image.shape == (4, *MODULE)
+            planes = [pixels_of(plane_image(image, chunk)) for chunk in image.chunks()]
+            for index, plane in enumerate(planes):
+                np.testing.assert_array_equal(plane, expected_module(image.frame, index))
+            layout = module_stack.layout_from_meta(messages[0].meta)
+            assert [p.name for p in layout.planes] == GEOMETRY.names()
+            full = module_stack.assemble_image(image, layout)
+            np.testing.assert_array_equal(full, expected_full(image.frame))
+    assert isinstance(messages[-1], SeriesEnd)
+
+
+@pytest.mark.parametrize("forward_modules", ["stacked", "assembled"])
 @pytest.mark.parametrize("compression", ["none", "bslz4"])
 @pytest.mark.parametrize("workers", [1, 3])
 def test_four_modules_are_stored_losslessly_and_served_assembled(
-    start_receiver, context, tmp_path, compression, workers
+    start_receiver, context, tmp_path, compression, workers, forward_modules
 ):
     settings = GeneratorSettings(
         endpoint="tcp://127.0.0.1:*",
@@ -207,7 +251,12 @@ def test_four_modules_are_stored_losslessly_and_served_assembled(
         timeout_s=10,
     )
     with ModuleStreams(settings) as generator:
-        receiver = start_receiver(generator.endpoints, workers=workers, forward="tcp://127.0.0.1:*")
+        receiver = start_receiver(
+            generator.endpoints,
+            workers=workers,
+            forward="tcp://127.0.0.1:*",
+            forward_modules=forward_modules,
+        )
         consumer = forward_consumer(context, receiver)
         generator.send_series()
         messages = [stins.parse(consumer.recv_multipart()) for _ in range(FRAMES + 2)]
@@ -249,15 +298,7 @@ def test_four_modules_are_stored_losslessly_and_served_assembled(
     assert isinstance(last, ModuleImage)
     np.testing.assert_array_equal(liveview.decode(last), expected_full(last.frame))
 
-    assert isinstance(messages[0], SeriesStart)
-    assert messages[0].filename == "lambda/scan.h5"
-    images = [m for m in messages if isinstance(m, Image)]
-    assert sorted(m.frame for m in images) == list(range(FRAMES))
-    for image in images:
-        assert image.shape == FULL
-        assert image.compression == compression
-        np.testing.assert_array_equal(pixels_of(image), expected_full(image.frame))
-    assert isinstance(messages[-1], SeriesEnd)
+    check_forwarded(messages, compression, forward_modules)
 
 
 def test_modules_in_different_orders_through_several_workers_still_match(
@@ -289,8 +330,10 @@ def test_modules_in_different_orders_through_several_workers_still_match(
             for index in range(4):
                 np.testing.assert_array_equal(data[frame, index], expected_module(frame, index))
         assert (f[f"{DETECTOR}/module_sequence_number"][()] >= 0).all()
+    layout = module_stack.layout_from_meta(forwarded[0].meta)
     for image in forwarded[1:-1]:
-        np.testing.assert_array_equal(pixels_of(image), expected_full(image.frame))
+        full = module_stack.assemble_image(image, layout)
+        np.testing.assert_array_equal(full, expected_full(image.frame))
 
 
 @pytest.mark.allow_error_log

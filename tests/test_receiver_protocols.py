@@ -246,12 +246,14 @@ def test_a_dectris_series_forwards_as_stins(start_receiver, tmp_path):
             receiver = start_receiver(
                 generator.endpoint, "dectris-v2", forward="tcp://127.0.0.1:*", workers=2
             )
-            consumer = context.socket(zmq.PULL)
-            consumer.rcvtimeo = 5000
-            consumer.connect(receiver.forward_endpoint)
-            generator.send_series("fwd.h5")
-            messages = [consumer.recv_multipart() for _ in range(6)]
-            consumer.close(linger=0)
+            with context.socket(zmq.PULL) as consumer:
+                consumer.rcvtimeo = 5000
+                consumer.linger = 0
+                consumer.connect(receiver.forward_endpoint)
+                # The forwarder sends only once it has seen a consumer connect.
+                wait_until(lambda: receiver._forwarder.connected, 5, "the forwarder's consumer")
+                generator.send_series("fwd.h5")
+                messages = [consumer.recv_multipart() for _ in range(6)]
     finally:
         context.term()
 
