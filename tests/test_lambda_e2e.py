@@ -22,10 +22,13 @@ from devices.detector_device import DetectorDevice
 from sim.lambda_fake import expected_frame
 from tests.helpers import Processes, wait_until
 from tests.lambda_support import SHAPE, Dcus, assemble, full_reference, start_dcus
+from tests.tango_bench import Bench
+from tooling.tango_db import DEFAULT_CONFIG, load_config
 
 pytestmark = pytest.mark.e2e
 
 FRAMES = 1000
+LAMBDA01 = DEFAULT_CONFIG.with_name("lambda01.json")
 
 
 def _properties(dcus: Dcus, data: Path, **more: object) -> dict[str, object]:
@@ -221,3 +224,34 @@ def test_an_unreachable_streamer_is_fault_at_init_saying_where(tmp_path: Path) -
     ) as device:
         assert device.state() == tango.DevState.FAULT
         assert "127.0.0.1:1" in device.status() and "does not answer" in device.status()
+
+
+def test_lambda01_from_the_tango_database_takes_a_series(bench: Bench, tmp_path: Path) -> None:
+    """tango_db_config/lambda01.json as shipped, only the addresses and the data root changed."""
+    dcus = start_dcus(bench.processes, tmp_path)
+    device_name = "sim/lambda/lambda01"
+    overrides = {
+        "DetectorAddress": dcus.detector_address,
+        "DataRoot": str(bench.data_root),
+        "ReceiverHttpPort": "-1",
+    }
+    load_config(
+        LAMBDA01, bench.tango_host, {f"{device_name}/{k}": [v] for k, v in overrides.items()}
+    )
+    bench.processes.start("DetectorDevice", "lambda01", env=bench.env)
+    device = tango.DeviceProxy(f"tango://{bench.tango_host}/{device_name}")
+    wait_until(lambda: _answers(device) and device.state() == tango.DevState.ON, 30, "lambda01")
+    _run(device, "from-database.h5", "INTERNAL", 200)
+    assert device.state() == tango.DevState.ON, device.status()
+    with h5py.File(bench.data_root / "from-database.h5") as f:
+        detector = f["entry/instrument/lambda"]
+        assert detector["data"].shape == (200, 4, *SHAPE)
+        assert list(detector["sequence_number"]) == list(range(200))
+
+
+def _answers(device: tango.DeviceProxy) -> bool:
+    try:
+        device.ping()
+    except tango.DevFailed:
+        return False
+    return True

@@ -18,9 +18,10 @@ from sim.geometry import windmill
 from sim.lambda_fake import expected_frame, library_path, windmill_systems
 from streamers.lambda_control_api import create_app
 from streamers.lambda_streamer import LambdaStreamer, module_endpoint
-from tests.helpers import VENV_BIN, wait_until
+from tests.helpers import VENV_BIN, Processes, wait_until
 from tests.lambda_support import SHAPE
 from tests.pilatus_support import Message, StreamCollector
+from tooling.ports import free_port_run
 
 
 @pytest.fixture
@@ -215,3 +216,27 @@ def test_bad_command_lines_are_refused_in_one_line(arguments: list[str], message
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_daq_sim_lambda_runs_two_dcus_on_the_ports_it_is_given(processes: Processes) -> None:
+    control, stream = free_port_run(2), free_port_run(4)
+    proc = processes.start(
+        "daq-sim",
+        "lambda",
+        "--shape", "16", "24",
+        "--control-port", str(control),
+        "--stream-port", str(stream),
+    )  # fmt: skip
+    for k in range(2):
+        processes.wait_serving(proc, f"http://127.0.0.1:{control + k}")
+    endpoints = [
+        module["endpoint"]
+        for k in range(2)
+        for module in httpx.get(f"http://127.0.0.1:{control + k}/status").json()["modules"]
+    ]
+    assert endpoints == [f"tcp://127.0.0.1:{stream + i}" for i in range(4)]
+    processes.stop(proc)
+    assert proc.returncode == 0, processes.output(proc)
+    assert f"DetectorAddress = 127.0.0.1:{control}, 127.0.0.1:{control + 1}" in processes.output(
+        proc
+    )

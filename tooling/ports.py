@@ -9,3 +9,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_run(count: int, attempts: int = 50) -> int:
+    """The first of ``count`` consecutive free ports (a simulator binding port, port + 1, ...)."""
+    for _ in range(attempts):
+        base = free_port()
+        if base + count > 65536:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return base
+    raise OSError(f"no run of {count} free ports found in {attempts} attempts")
