@@ -23,7 +23,7 @@ from sim.lambda_fake import expected_frame
 from tests.helpers import Processes, wait_until
 from tests.lambda_support import SHAPE, Dcus, assemble, full_reference, start_dcus
 from tests.tango_bench import Bench
-from tooling.tango_db import DEFAULT_CONFIG, load_config
+from tooling.tango_db import DEFAULT_CONFIG, answers, load_config
 
 pytestmark = pytest.mark.e2e
 
@@ -240,18 +240,10 @@ def test_lambda01_from_the_tango_database_takes_a_series(bench: Bench, tmp_path:
     )
     bench.processes.start("DetectorDevice", "lambda01", env=bench.env)
     device = tango.DeviceProxy(f"tango://{bench.tango_host}/{device_name}")
-    wait_until(lambda: _answers(device) and device.state() == tango.DevState.ON, 30, "lambda01")
+    wait_until(lambda: answers(device) and device.state() == tango.DevState.ON, 30, "lambda01")
     _run(device, "from-database.h5", "INTERNAL", 200)
     assert device.state() == tango.DevState.ON, device.status()
     with h5py.File(bench.data_root / "from-database.h5") as f:
         detector = f["entry/instrument/lambda"]
         assert detector["data"].shape == (200, 4, *SHAPE)
         assert list(detector["sequence_number"]) == list(range(200))
-
-
-def _answers(device: tango.DeviceProxy) -> bool:
-    try:
-        device.ping()
-    except tango.DevFailed:
-        return False
-    return True

@@ -24,6 +24,7 @@ from tests.tango_bench import DEVICE, SHAPE, Bench, acquire, assert_file_holds
 from tooling.tango_db import (
     DEFAULT_CONFIG,
     STARTER,
+    answers,
     database,
     load_config,
     register_starter,
@@ -60,7 +61,7 @@ def starter(bench: Bench, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     database(bench.tango_host).put_device_property(device, {"LogFileHome": [str(root)]})
     proc = bench.processes.start(str(STARTER), starter_command()[1], env=bench.env)
     proxy = tango.DeviceProxy(f"tango://{bench.tango_host}/{device}")
-    wait_until(lambda: _answers(proxy), 30, "Starter to export its device")
+    wait_until(lambda: answers(proxy), 30, "Starter to export its device")
     yield proxy
     for pid in server_pids():
         os.kill(pid, signal.SIGKILL)  # only if a test failed half-way
@@ -156,7 +157,7 @@ def _seen(starter: tango.DeviceProxy) -> tuple[str, int]:
 
 def _started(bench: Bench) -> tango.DeviceProxy:
     device = bench.proxy()
-    wait_until(lambda: _answers(device) and device.state() == tango.DevState.ON, 30, "ON")
+    wait_until(lambda: answers(device) and device.state() == tango.DevState.ON, 30, "ON")
     return device
 
 
@@ -178,11 +179,3 @@ def _properties(bench: Bench) -> dict[str, list[str]]:
         "CloseTimeout": "5",
     }
     return {f"{DEVICE}/{k}": v if isinstance(v, list) else [v] for k, v in values.items()}
-
-
-def _answers(device: tango.DeviceProxy) -> bool:
-    try:
-        device.ping()
-    except tango.DevFailed:
-        return False
-    return True

@@ -297,7 +297,7 @@ def stop_server(tango_host: str, server: str, timeout: float) -> None:
     admin = _proxy(tango_host, f"dserver/{server}")
     deadline = time.monotonic() + timeout
     while server not in _running(starter):
-        if not _answers(admin):
+        if not answers(admin):
             raise TangoDbError(f"{server} is not running")
         if time.monotonic() > deadline:
             raise TangoDbError(f"{starter_device()} does not see {server} running")
@@ -307,7 +307,7 @@ def stop_server(tango_host: str, server: str, timeout: float) -> None:
         starter.DevStop(server)
     except tango.DevFailed as exc:
         raise TangoDbError(f"{starter_device()} did not stop {server}: {_desc(exc)}") from None
-    while _answers(admin) or _process_exists(pid):
+    while answers(admin) or _process_exists(pid):
         if time.monotonic() > deadline:
             raise TangoDbError(f"{server} (pid {pid}) still runs {timeout:g} s after DevStop")
         time.sleep(0.2)
@@ -341,7 +341,8 @@ def _proxy(tango_host: str, device: str) -> tango.DeviceProxy:
     return tango.DeviceProxy(f"tango://{tango_host}/{device}")
 
 
-def _answers(device: tango.DeviceProxy) -> bool:
+def answers(device: tango.DeviceProxy) -> bool:
+    """Whether the device's server answers a ping now."""
     try:
         device.ping()
     except tango.DevFailed:
