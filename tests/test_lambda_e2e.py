@@ -3,7 +3,9 @@
 Four modules of ForMAX's windmill, two per simulated DCU, each its own STINS
 stream, joined by the device's embedded receiver into one file: every module
 plane of every frame must be what the fake made for that module and frame,
-and the assembled image what the windmill's geometry gives.
+and the assembled image what the windmill's geometry gives. The series run
+on lambda01 from a real Tango database; the fault cases, which need a
+device of their own each, run it in a DeviceTestContext.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.e2e
 
 FRAMES = 1000
 LAMBDA01 = DEFAULT_CONFIG.with_name("lambda01.json")
+DEVICE = "sim/lambda/lambda01"
 
 
 def _properties(dcus: Dcus, data: Path, **more: object) -> dict[str, object]:
@@ -43,21 +46,23 @@ def _properties(dcus: Dcus, data: Path, **more: object) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def windmill(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[tango.DeviceProxy, Path]]:
-    root = tmp_path_factory.mktemp("lambda")
-    data = root / "data"
-    data.mkdir()
-    processes = Processes(root)
-    try:
-        dcus = start_dcus(processes, root, trigger_period_ms=1.0, trigger_delay_ms=50.0)
-        with DeviceTestContext(
-            DetectorDevice, properties=_properties(dcus, data), process=True
-        ) as device:
-            yield device, data
-    finally:
-        processes.stop_all()
+def windmill(bench: Bench) -> Iterator[tuple[tango.DeviceProxy, Path]]:
+    """lambda01 as tango_db_config/lambda01.json has it, started from a real Tango database;
+    only the streamers' addresses and the data root changed."""
+    dcus = start_dcus(
+        bench.processes, bench.data_root.parent, trigger_period_ms=1.0, trigger_delay_ms=50.0
+    )
+    overrides = {
+        "DetectorAddress": dcus.detector_address,
+        "DataRoot": str(bench.data_root),
+        "ReceiverHttpPort": "-1",
+    }
+    load_config(LAMBDA01, bench.tango_host, {f"{DEVICE}/{k}": [v] for k, v in overrides.items()})
+    server = bench.processes.start("DetectorDevice", "lambda01", env=bench.env)
+    device = tango.DeviceProxy(f"tango://{bench.tango_host}/{DEVICE}")
+    wait_until(lambda: answers(device) and device.state() == tango.DevState.ON, 30, "lambda01")
+    yield device, bench.data_root
+    bench.processes.stop(server)
 
 
 def _run(device: tango.DeviceProxy, name: str, mode: str, frames: int) -> None:
@@ -130,6 +135,20 @@ def test_settings_a_lambda_cannot_take_are_refused_with_the_reason(
     for attribute, value in base.items():
         setattr(device, attribute, value)
     _run(device, "", "INTERNAL", 5)
+    assert device.state() == tango.DevState.ON, device.status()
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "reason"),
+    [("nTriggers", 0, "nTriggers"), ("ExposureTime", -0.001, "ExposureTime")],
+)
+def test_a_frame_count_of_0_or_a_negative_exposure_is_refused_as_written(
+    windmill: tuple[tango.DeviceProxy, Path], attribute: str, value: float, reason: str
+) -> None:
+    device, _ = windmill
+    with pytest.raises(tango.DevFailed) as refused:
+        setattr(device, attribute, value)
+    assert reason in refused.value.args[0].desc
     assert device.state() == tango.DevState.ON, device.status()
 
 
@@ -224,26 +243,3 @@ def test_an_unreachable_streamer_is_fault_at_init_saying_where(tmp_path: Path) -
     ) as device:
         assert device.state() == tango.DevState.FAULT
         assert "127.0.0.1:1" in device.status() and "does not answer" in device.status()
-
-
-def test_lambda01_from_the_tango_database_takes_a_series(bench: Bench, tmp_path: Path) -> None:
-    """tango_db_config/lambda01.json as shipped, only the addresses and the data root changed."""
-    dcus = start_dcus(bench.processes, tmp_path)
-    device_name = "sim/lambda/lambda01"
-    overrides = {
-        "DetectorAddress": dcus.detector_address,
-        "DataRoot": str(bench.data_root),
-        "ReceiverHttpPort": "-1",
-    }
-    load_config(
-        LAMBDA01, bench.tango_host, {f"{device_name}/{k}": [v] for k, v in overrides.items()}
-    )
-    bench.processes.start("DetectorDevice", "lambda01", env=bench.env)
-    device = tango.DeviceProxy(f"tango://{bench.tango_host}/{device_name}")
-    wait_until(lambda: answers(device) and device.state() == tango.DevState.ON, 30, "lambda01")
-    _run(device, "from-database.h5", "INTERNAL", 200)
-    assert device.state() == tango.DevState.ON, device.status()
-    with h5py.File(bench.data_root / "from-database.h5") as f:
-        detector = f["entry/instrument/lambda"]
-        assert detector["data"].shape == (200, 4, *SHAPE)
-        assert list(detector["sequence_number"]) == list(range(200))
