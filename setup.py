@@ -8,5 +8,6 @@ setup(
         "receiver/_chunks_build.py:ffibuilder",
         "receiver/_zmqbatch_build.py:ffibuilder",
         "sim/lambda_fake/_fake_xsp_build.py:ffibuilder",
+        "sim/andor_fake/_fake_atcore_build.py:ffibuilder",
     ]
 )
