@@ -159,7 +159,7 @@ class Acquisition:
         while True:
             status = self._receiver_status_or_fault("after Arm")
             if status.series_count >= self._series:
-                if status.state is State.ERROR:
+                if status.state is State.ERROR and not _already_written(status):
                     self.backend.stop()
                     self._fault(f"the receiver refused the series: {status.error}")
                 return
@@ -254,3 +254,10 @@ class Acquisition:
     def _set(self, state: LoopState, status: str) -> None:
         self._state, self._status = state, status
         self._on_change()
+
+
+def _already_written(status: ReceiverStatus) -> bool:
+    """A short series may be over before Arm looks: written, it was not refused, and how it
+    ended is for the watcher to report (FAULT with the receiver's reason, after Arm)."""
+    last = status.last_series
+    return not status.series_open and last is not None and last.frames_written > 0
