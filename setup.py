@@ -9,5 +9,6 @@ setup(
         "receiver/_zmqbatch_build.py:ffibuilder",
         "sim/lambda_fake/_fake_xsp_build.py:ffibuilder",
         "sim/andor_fake/_fake_atcore_build.py:ffibuilder",
+        "sim/dcam_fake/_fake_dcam_build.py:ffibuilder",
     ]
 )
