@@ -65,6 +65,7 @@ class Acquisition:
         self._frames = 0
         self._series = 0
         self._expected = 0
+        self._stop_asked = False
         self._backend_done_at: float | None = None
         self._watcher: threading.Thread | None = None
         self._closing = threading.Event()
@@ -113,6 +114,7 @@ class Acquisition:
                 self._fault(f"the detector refused Arm: {exc}")
             self._series = before.series_count + 1
             self._expected = settings.total_frames
+            self._stop_asked = False
             self._frames = 0
             self._backend_done_at = None
             self._wait_until_open(settings)
@@ -136,6 +138,7 @@ class Acquisition:
         """End the series now; returns once the receiver has closed the file (ON) or FAULT."""
         with self._lock:
             running = self._state is LoopState.RUNNING
+            self._stop_asked = True
         self.backend.stop()
         if running:
             self._join_watcher()
@@ -216,8 +219,23 @@ class Acquisition:
         return self._state
 
     def _finish(self, status: ReceiverStatus) -> None:
+        """ON once the file is closed with the series complete; FAULT with the reason if not.
+
+        A series that ended short without a Stop is never ON: the detector's
+        reason if it has one (asked now, not at its watcher's next look),
+        otherwise the count.
+        """
         if status.last_series is None or not status.last_series.ok:
             self._fault(f"receiver error: {status.error or 'the series ended badly'}")
+        short = status.frames_received < self._expected and not self._stop_asked
+        if short:
+            self.backend.poll()
+            if self.backend.state is BackendState.ERROR:
+                self._fault(f"detector error: {self.backend.error}")
+            self._fault(
+                f"the series ended after {status.frames_received} of {self._expected} frames "
+                "without a Stop: the detector sent its series end early"
+            )
         where = f" into {status.filename}" if status.filename else " (not saved)"
         self._set(
             LoopState.ON,

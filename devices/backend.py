@@ -81,6 +81,11 @@ class Backend(ABC):
     def error(self) -> str:
         """The reason of the ERROR state; empty otherwise."""
 
+    def poll(self) -> None:
+        """Look at the hardware now; backends that watch it every so often refresh
+        :attr:`state` and :attr:`error` here (the series just ended short)."""
+        return
+
     @abstractmethod
     def arm(self, settings: AcquisitionSettings) -> None:
         """Configure and arm for one series; INTERNAL starts taking frames at once."""
@@ -122,6 +127,8 @@ BACKENDS: dict[str, str] = {
     "pilatus": "devices.backends.pilatus:PilatusBackend",
     "eiger": "devices.backends.eiger:EigerBackend",
     "lambda": "devices.backends.lambda_:LambdaBackend",
+    "andor": "devices.backends.camera:AndorBackend",
+    "hamamatsu": "devices.backends.camera:HamamatsuBackend",
 }
 """Backend name (the ``Backend`` device property) -> ``module:class``, imported on demand."""
 

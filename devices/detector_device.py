@@ -70,6 +70,9 @@ BACKEND_PROPERTIES = (
     "FrameShape",
     "PixelType",
     "Compression",
+    "SdkLibrary",
+    "PixelEncoding",
+    "RegionOfInterest",
 )
 
 
@@ -85,7 +88,7 @@ class DetectorDevice(Device):
     Backend = device_property(
         dtype=str,
         default_value="simulator",
-        doc="kind of detector hardware: simulator, eiger, pilatus, lambda",
+        doc="kind of detector hardware: simulator, eiger, pilatus, lambda, andor, hamamatsu",
     )
     DetectorAddress = device_property(
         dtype=str,
@@ -118,6 +121,22 @@ class DetectorDevice(Device):
         dtype=str, default_value="uint16", doc="simulator: uint8, uint16, uint32, int32, float32"
     )
     Compression = device_property(dtype=str, default_value="bslz4", doc="simulator: none or bslz4")
+    SdkLibrary = device_property(
+        dtype=str,
+        default_value="",
+        doc="andor, hamamatsu with the streamer embedded: the SDK's shared library (empty: "
+        "$ANDOR_SDK_LIBRARY / $DCAM_SDK_LIBRARY, then the SDK's usual place)",
+    )
+    PixelEncoding = device_property(
+        dtype=str,
+        default_value="Mono16",
+        doc="andor, hamamatsu: Mono16, Mono12 (16-bit words) or Mono12p (ORCA 12-bit packed)",
+    )
+    RegionOfInterest = device_property(
+        dtype=(int,),
+        default_value=[],
+        doc="andor, hamamatsu: column, row, width, height on the sensor; empty: the whole sensor",
+    )
     Receiver = device_property(
         dtype=str,
         default_value="embedded",

@@ -234,6 +234,10 @@ class LambdaBackend(Backend):
         self._watcher.start()
         logger.info("lambda: %d frames armed on %d streamer(s)", request.frames, len(armed))
 
+    def poll(self) -> None:
+        if self._state is BackendState.ARMED:
+            self._look()
+
     def trigger(self) -> None:
         raise BackendError(
             "a Lambda has no software trigger: use TriggerMode INTERNAL, EXTERNAL or EXTERNAL_MULTI"

@@ -1,0 +1,338 @@
+"""The sCMOS camera backends: ``andor`` (Zyla, Balor) and ``hamamatsu`` (ORCA).
+
+Both drive a camera-streamer (:mod:`streamers.camera_stream`), one code
+path for both SDKs. ``DetectorAddress`` says where it runs:
+
+- ``embedded`` (the default): in this device server's process, which then
+  runs on the camera's machine, as MAX IV runs its camera devices; the SDK
+  library is ``SdkLibrary`` (empty: the SDK's environment variable, then its
+  usual place) and the stream binds ``StreamAddress``;
+- ``host:port``: a ``camera-streamer`` process there, over its HTTP control
+  channel (the device server may then run anywhere); ``StreamAddress`` is
+  where the receiver reads that streamer's stream.
+
+=============== ================ ==========================================
+TriggerMode     camera trigger   frames
+=============== ================ ==========================================
+INTERNAL        internal         nTriggers x nFramesPerTrigger at FrameTime
+SOFTWARE        software         each SoftwareTrigger: nFramesPerTrigger frames
+EXTERNAL        external_start   one trigger starts all of them at FrameTime
+EXTERNAL_MULTI  external         one frame per trigger (nFramesPerTrigger 1)
+GATE            gate             one frame per gate, exposed for its width
+=============== ================ ==========================================
+
+A mode the camera lacks is not offered. Exposure and frame time are
+checked by the camera itself at Arm: a refusal names the camera's own
+limits and leaves the device ON, as does a ``RegionOfInterest`` (column, row,
+width, height on the sensor; empty: the whole sensor) the camera cannot
+read. ``PixelEncoding`` Mono12p (an ORCA's 12-bit
+packed pixels) makes the receiver unpack them (its ``mono12p`` transform).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol, Self
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from devices.backend import Backend, BackendError, BackendState, SettingsRefused, parse_options
+from devices.settings import AcquisitionSettings, TriggerMode
+from protocols.camera_control import CameraArm, CameraState, CameraStatus, CameraTrigger
+from streamers.camera_adapter import CameraError, CameraRefused
+from streamers.camera_stream import CameraStreamer, StreamerBusy
+from streamers.cameras import open_adapter
+
+logger = logging.getLogger(__name__)
+
+MODES = {
+    TriggerMode.INTERNAL: CameraTrigger.INTERNAL,
+    TriggerMode.SOFTWARE: CameraTrigger.SOFTWARE,
+    TriggerMode.EXTERNAL: CameraTrigger.EXTERNAL_START,
+    TriggerMode.EXTERNAL_MULTI: CameraTrigger.EXTERNAL,
+    TriggerMode.GATE: CameraTrigger.GATE,
+}
+EMBEDDED = "embedded"
+HTTP_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 15.0
+WATCH_S = 0.1
+UNPROCESSABLE = 422
+
+
+class CameraOptions(BaseModel):
+    """The device properties these backends read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    detector_address: str = Field(EMBEDDED, alias="DetectorAddress")
+    stream_address: str = Field("tcp://127.0.0.1:9999", alias="StreamAddress")
+    sdk_library: str = Field("", alias="SdkLibrary")
+    pixel_encoding: str = Field("Mono16", alias="PixelEncoding")
+    region: tuple[int, int, int, int] | None = Field(None, alias="RegionOfInterest")
+
+
+class CameraControl(Protocol):
+    """A camera-streamer, in this process or reached over HTTP."""
+
+    def status(self) -> CameraStatus: ...
+    def arm(self, arm: CameraArm) -> CameraStatus: ...
+    def trigger(self) -> CameraStatus: ...
+    def stop(self) -> CameraStatus: ...
+    def close(self) -> None: ...
+
+
+class LocalControl:
+    """The streamer in this process: its errors become the backend's."""
+
+    def __init__(self, streamer: CameraStreamer) -> None:
+        self._streamer = streamer
+
+    def status(self) -> CameraStatus:
+        return self._streamer.status()
+
+    def arm(self, arm: CameraArm) -> CameraStatus:
+        try:
+            return self._streamer.arm(arm)
+        except CameraRefused as exc:
+            raise SettingsRefused(str(exc)) from None
+        except (CameraError, StreamerBusy) as exc:
+            raise BackendError(str(exc)) from None
+
+    def trigger(self) -> CameraStatus:
+        try:
+            return self._streamer.trigger()
+        except (CameraError, StreamerBusy) as exc:
+            raise BackendError(str(exc)) from None
+
+    def stop(self) -> CameraStatus:
+        return self._streamer.stop()
+
+    def close(self) -> None:
+        self._streamer.close()
+
+
+class RemoteControl:
+    """A camera-streamer process over its HTTP control channel."""
+
+    def __init__(self, address: str) -> None:
+        address = address.strip().rstrip("/")
+        self.url = address if "://" in address else f"http://{address}"
+        self._session = requests.Session()
+
+    def status(self) -> CameraStatus:
+        return self._call("GET", "/status")
+
+    def arm(self, arm: CameraArm) -> CameraStatus:
+        return self._call("POST", "/arm", arm.model_dump(mode="json"))
+
+    def trigger(self) -> CameraStatus:
+        return self._call("POST", "/trigger")
+
+    def stop(self) -> CameraStatus:
+        return self._call("POST", "/stop", timeout=STOP_TIMEOUT_S)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float = HTTP_TIMEOUT_S,
+    ) -> CameraStatus:
+        try:
+            response = self._session.request(method, self.url + path, json=body, timeout=timeout)
+        except requests.RequestException as exc:
+            raise BackendError(
+                f"the camera-streamer at {self.url} does not answer ({type(exc).__name__}): "
+                "is camera-streamer running there? (DetectorAddress)"
+            ) from None
+        detail = _detail(response)
+        if response.status_code == UNPROCESSABLE:
+            raise SettingsRefused(detail)
+        if not response.ok:
+            raise BackendError(f"camera-streamer {self.url}: {detail}")
+        try:
+            return CameraStatus.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise BackendError(
+                f"{self.url} answered {method} {path} with something that is not a "
+                f"camera-streamer's status ({exc.errors()[0]['msg']}); is DetectorAddress right?"
+            ) from None
+
+
+def _detail(response: requests.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail) if detail else f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+class CameraBackend(Backend):
+    """What the two camera backends share; a subclass names its SDK."""
+
+    sdk: str
+
+    def __init__(
+        self,
+        control: CameraControl,
+        stream_endpoint: str,
+        region: tuple[int, int, int, int] | None = None,
+    ) -> None:
+        self._control = control
+        self._stream_endpoint = stream_endpoint
+        self._region = region
+        status = control.status()
+        self.camera = f"{status.model} {status.serial}"
+        self.trigger_modes = frozenset(m for m, t in MODES.items() if t in status.triggers)
+        if status.wire_format == "mono12p":
+            self.stream_transforms = ({"kind": "mono12p"},)
+        self._lock = threading.Lock()
+        self._state = BackendState.IDLE
+        self._error = ""
+        self._per_trigger = 1
+        self._done = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Self:
+        opts = parse_options(CameraOptions, options, cls.name)
+        control: CameraControl
+        if opts.detector_address.strip().lower() == EMBEDDED:
+            try:
+                adapter = open_adapter(cls.sdk, opts.sdk_library, 0, opts.pixel_encoding)
+            except CameraError as exc:
+                raise BackendError(f"{cls.name}: {exc} (SdkLibrary, PixelEncoding)") from None
+            try:
+                streamer = CameraStreamer(adapter, opts.stream_address)
+            except OSError as exc:
+                adapter.close()
+                raise BackendError(f"{exc} (StreamAddress)") from None
+            control, endpoint = LocalControl(streamer), streamer.endpoint
+        else:
+            control, endpoint = RemoteControl(opts.detector_address), opts.stream_address
+        try:
+            return cls(control, endpoint, opts.region)
+        except BackendError:
+            control.close()
+            raise
+
+    @property
+    def stream_endpoint(self) -> str:
+        return self._stream_endpoint
+
+    @property
+    def state(self) -> BackendState:
+        return self._state
+
+    @property
+    def error(self) -> str:
+        return self._error
+
+    def arm(self, settings: AcquisitionSettings) -> None:
+        trigger = MODES[settings.trigger_mode]
+        if settings.trigger_mode is TriggerMode.EXTERNAL_MULTI and settings.frames_per_trigger != 1:
+            raise SettingsRefused(
+                "a camera takes one frame per trigger in EXTERNAL_MULTI: set nFramesPerTrigger "
+                "to 1 and nTriggers to the number of triggers (or use EXTERNAL: one trigger, "
+                "all frames)"
+            )
+        if self._state is BackendState.ARMED and not self._look():
+            raise BackendError("already armed: stop the series first")
+        self._end_watcher()
+        self._control.arm(
+            CameraArm(
+                frames=settings.total_frames,
+                exposure_time=settings.exposure_time,
+                frame_time=settings.frame_time,
+                trigger=trigger,
+                filename=settings.filename,
+                aoi=self._region,
+            )
+        )
+        self._per_trigger = settings.frames_per_trigger
+        with self._lock:
+            self._state, self._error = BackendState.ARMED, ""
+        self._done.clear()
+        self._watcher = threading.Thread(target=self._watch, name="camera-watch", daemon=True)
+        self._watcher.start()
+
+    def poll(self) -> None:
+        if self._state is BackendState.ARMED:
+            self._look()
+
+    def trigger(self) -> None:
+        """One SoftwareTrigger: nFramesPerTrigger frames, one camera trigger each."""
+        for _ in range(self._per_trigger):
+            self._control.trigger()
+
+    def stop(self) -> None:
+        """End the series; also leaves ERROR once the streamer answers without one."""
+        self._end_watcher()
+        try:
+            status = self._control.stop()
+        except BackendError as exc:
+            self._fail(str(exc))
+            return
+        with self._lock:
+            if status.state is CameraState.IDLE:
+                self._state, self._error = BackendState.IDLE, ""
+            else:
+                self._fail_locked(f"the camera-streamer did not stop: {status.error}")
+
+    def close(self) -> None:
+        self.stop()
+        self._control.close()
+
+    def _end_watcher(self) -> None:
+        self._done.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
+
+    def _watch(self) -> None:
+        while not self._done.wait(WATCH_S):
+            if self._look():
+                return
+
+    def _look(self) -> bool:
+        """One look at the streamer; True once the series is over (done or failed)."""
+        try:
+            status = self._control.status()
+        except BackendError as exc:
+            self._fail(f"lost the camera-streamer during the series: {exc}")
+            return True
+        if status.state is CameraState.ERROR:
+            self._fail(f"{self.camera}: {status.error}")
+            return True
+        if status.state is CameraState.ARMED:
+            return False
+        with self._lock:
+            if self._state is BackendState.ARMED:
+                self._state = BackendState.IDLE
+        return True
+
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            self._fail_locked(reason)
+
+    def _fail_locked(self, reason: str) -> None:
+        self._state, self._error = BackendState.ERROR, reason
+        logger.warning("%s: %s", self.name, reason)
+
+
+class AndorBackend(CameraBackend):
+    name = "andor"
+    sdk = "andor"
+    trigger_modes = frozenset(MODES)
+
+
+class HamamatsuBackend(CameraBackend):
+    name = "hamamatsu"
+    sdk = "dcam"
+    trigger_modes = frozenset(MODES)

@@ -1,0 +1,189 @@
+"""End to end: DetectorDevice with the andor backend over the fake Andor SDK3, and its file.
+
+The camera-streamer runs inside the device server (DetectorAddress
+``embedded``, as on a camera's own machine) or as a ``camera-streamer``
+process the backend drives over HTTP; either way every stored frame must be
+what the fake made for that frame number, in the region read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401 - registers the bslz4 filter for reading
+import numpy as np
+import pytest
+import tango
+from tango.test_context import DeviceTestContext
+
+from devices.detector_device import DetectorDevice
+from sim.andor_fake import CONFIG_ENV, FAULTS_ENV, expected_frame, library_path
+from sim.andor_fake.config_file import ConfigFile
+from tests.helpers import Processes, wait_until
+from tooling.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+REGION = (100, 40, 64, 48)
+"""Column, row, width, height on the Zyla's 2560 x 2160 sensor: small frames for quick tests."""
+
+
+def _expected(frame: int) -> np.ndarray:
+    x, y, width, height = REGION
+    return expected_frame(frame, height, width, left=x + 1, top=y + 1)
+
+
+def _properties(data: Path, **more: object) -> dict[str, object]:
+    return {
+        "Backend": "andor",
+        "SdkLibrary": library_path(),
+        "StreamAddress": f"tcp://127.0.0.1:{free_port()}",
+        "RegionOfInterest": list(REGION),
+        "DataRoot": str(data),
+        "DetectorName": "zyla",
+        "ReceiverHttpPort": -1,
+        **more,
+    }
+
+
+@pytest.fixture
+def zyla_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = ConfigFile(trigger_period_ms=3.0, trigger_delay_ms=50.0).write(tmp_path / "zyla.conf")
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    return path
+
+
+@pytest.fixture
+def zyla(zyla_config: Path, tmp_path: Path) -> Iterator[tuple[tango.DeviceProxy, Path]]:
+    data = tmp_path / "data"
+    data.mkdir()
+    with DeviceTestContext(DetectorDevice, properties=_properties(data), process=True) as device:
+        yield device, data
+
+
+def _stored(path: Path, frames: int) -> None:
+    with h5py.File(path) as f:
+        stored = f["entry/instrument/zyla/data"]
+        assert stored.shape == (frames, REGION[3], REGION[2])
+        assert stored.dtype == np.uint16
+        assert list(f["entry/instrument/zyla/sequence_number"]) == list(range(frames))
+        for frame in range(frames):
+            np.testing.assert_array_equal(stored[frame], _expected(frame))
+
+
+def _settings(device: tango.DeviceProxy, name: str, mode: str, n: int, frame_time: float) -> None:
+    device.Stop()
+    device.TriggerMode = mode
+    device.DestinationFilename = name
+    device.ExposureTime = 0.001
+    device.FrameTime = frame_time
+    device.nTriggers = n
+    device.nFramesPerTrigger = 1
+
+
+def test_a_software_series_point_by_point_as_max_iv_clients_do_it(zyla) -> None:
+    device, data = zyla
+    _settings(device, "software.h5", "SOFTWARE", 5, 0.01)
+    device.Arm()
+    for point in range(1, 6):
+        device.SoftwareTrigger()
+        wait_until(lambda p=point: device.nFramesAcquired >= p, 10, f"point {point}")
+    wait_until(lambda: device.state() != tango.DevState.RUNNING, 20, "the series to end")
+    assert device.state() == tango.DevState.ON, device.status()
+    _stored(data / "software.h5", 5)
+
+
+@pytest.mark.parametrize(("mode", "frames"), [("INTERNAL", 500), ("EXTERNAL_MULTI", 100)])
+def test_a_burst_stores_every_frame_the_camera_made(zyla, mode: str, frames: int) -> None:
+    device, data = zyla
+    name = f"{mode.lower()}.h5"
+    _settings(device, name, mode, frames, 0.002)
+    device.Arm()
+    wait_until(lambda: device.state() != tango.DevState.RUNNING, 60, "the series to end")
+    assert device.state() == tango.DevState.ON, device.status()
+    _stored(data / name, frames)
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ([("ExposureTime", 0.00001), ("FrameTime", 0.00001)], "s this Zyla"),
+        ([("FrameTime", 40.0), ("ExposureTime", 40.0)], "is outside this Zyla"),
+    ],
+)
+def test_settings_the_camera_cannot_take_are_refused_with_its_numbers(
+    zyla, settings: list[tuple[str, float]], reason: str
+) -> None:
+    device, _ = zyla
+    _settings(device, "", "INTERNAL", 3, 0.01)
+    for attribute, value in settings:
+        setattr(device, attribute, value)
+    with pytest.raises(tango.DevFailed) as refused:
+        device.Arm()
+    assert reason in refused.value.args[0].desc
+    assert device.state() == tango.DevState.ON, device.status()
+
+
+@pytest.mark.allow_error_log
+def test_a_region_the_sensor_cannot_hold_is_refused_with_the_sensor_size(
+    zyla_config: Path, tmp_path: Path
+) -> None:
+    properties = _properties(tmp_path, RegionOfInterest=[2500, 0, 128, 64])
+    with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+        _settings(device, "", "INTERNAL", 3, 0.01)
+        with pytest.raises(tango.DevFailed) as refused:
+            device.Arm()
+        assert "does not fit this Zyla" in refused.value.args[0].desc
+        assert "2560 x 2160 sensor" in refused.value.args[0].desc
+        assert device.state() == tango.DevState.ON, device.status()
+
+
+@pytest.mark.allow_error_log
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [("timeout_after=40", "delivered no frame"), ("vanish_after=40", "AT_ERR_CONNECTION")],
+)
+def test_a_camera_that_stops_is_fault_with_the_reason_and_its_frames_stay(
+    zyla_config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    reason: str,
+) -> None:
+    monkeypatch.setenv(FAULTS_ENV, fault)
+    data = tmp_path / "data"
+    data.mkdir()
+    properties = _properties(data, CloseTimeout=5.0)
+    with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+        _settings(device, "stopped.h5", "INTERNAL", 2000, 0.002)
+        device.Arm()
+        wait_until(lambda: device.state() == tango.DevState.FAULT, 30, f"FAULT ({device.status()})")
+        assert reason in device.status(), device.status()
+    with h5py.File(data / "stopped.h5") as f:
+        numbers = list(f["entry/instrument/zyla/sequence_number"][:40])
+        assert numbers == list(range(40))
+
+
+def test_the_backend_drives_a_camera_streamer_process_over_http(
+    zyla_config: Path, tmp_path: Path, processes: Processes
+) -> None:
+    control, stream = f"127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    streamer = processes.start(
+        "camera-streamer",
+        "--sdk", "andor",
+        "--library", library_path(),
+        "--stream", stream,
+        "--control", control,
+    )  # fmt: skip
+    processes.wait_serving(streamer, f"http://{control}")
+    data = tmp_path / "data"
+    data.mkdir()
+    properties = _properties(data, DetectorAddress=control, StreamAddress=stream)
+    with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+        _settings(device, "remote.h5", "INTERNAL", 50, 0.002)
+        device.Arm()
+        wait_until(lambda: device.state() != tango.DevState.RUNNING, 30, "the series to end")
+        assert device.state() == tango.DevState.ON, device.status()
+    _stored(data / "remote.h5", 50)
