@@ -8,7 +8,9 @@ a thread of its own: header, the frames as the SDK delivers them (numbered
 by the adapter, in the adapter's wire format: uint16 pixels or packed
 12-bit), series end. ``msg_number`` runs on across series.
 
-A camera that stops delivering is an error, never a silent hang: with its
+The series ends with its last frame number, so a frame the camera lost
+(a gap in the adapter's numbering, which the receiver reports) ends it no
+later. A camera that stops delivering is an error, never a silent hang: with its
 own clock (INTERNAL, EXTERNAL_START once started) a frame is due every
 frame time, so no frame for ``frame_time + stall_margin_s`` is a fault
 named with the frame it stopped after; with triggers from outside,
@@ -194,14 +196,18 @@ class CameraStreamer:
         shape = list(self._adapter.image_shape)
         wire = self._adapter.wire_format
         sent = 0
+        following = 0
         last_frame_at = time.monotonic()
-        while sent < arm.frames and not self._stop.is_set():
+        while following < arm.frames and not self._stop.is_set():
             frame = self._adapter.next_frame(POLL_S)
             if frame is None:
                 self._check_stall(arm, sent, last_frame_at)
                 if self._error:
                     return
                 continue
+            if frame.number >= arm.frames:
+                return
+            following = frame.number + 1
             last_frame_at = time.monotonic()
             image = stins.encode_image(
                 self._next_number(), frame.number, frame.blob, shape, "uint16", wire

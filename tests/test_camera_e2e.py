@@ -1,4 +1,4 @@
-"""End to end: DetectorDevice with the andor backend over the fake Andor SDK3, and its file.
+"""End to end: DetectorDevice with the andor and hamamatsu backends over the fake SDKs.
 
 The camera-streamer runs inside the device server (DetectorAddress
 ``embedded``, as on a camera's own machine) or as a ``camera-streamer``
@@ -21,6 +21,12 @@ from tango.test_context import DeviceTestContext
 from devices.detector_device import DetectorDevice
 from sim.andor_fake import CONFIG_ENV, FAULTS_ENV, expected_frame, library_path
 from sim.andor_fake.config_file import ConfigFile
+from sim.dcam_fake import CONFIG_VARIABLE as DCAM_CONFIG
+from sim.dcam_fake import FAULTS_VARIABLE as DCAM_FAULTS
+from sim.dcam_fake import ConfigFile as DcamConfig
+from sim.dcam_fake import expected_frame as dcam_expected
+from sim.dcam_fake import library_path as dcam_library
+from streamers.dcam_sdk.binding import PixelType
 from tests.helpers import Processes, wait_until
 from tooling.ports import free_port
 
@@ -187,3 +193,77 @@ def test_the_backend_drives_a_camera_streamer_process_over_http(
         wait_until(lambda: device.state() != tango.DevState.RUNNING, 30, "the series to end")
         assert device.state() == tango.DevState.ON, device.status()
     _stored(data / "remote.h5", 50)
+
+
+# --- Hamamatsu ORCA-Lightning over the fake DCAM, 12-bit packed pixels ---------------------
+
+ORCA_REGION = (256, 100, 256, 40)
+"""On the Lightning's 4608 x 2592 sensor; its columns go in steps of 128."""
+
+
+def _orca_expected(frame: int) -> np.ndarray:
+    x, y, width, height = ORCA_REGION
+    return dcam_expected(frame, height, width, PixelType.MONO16, left=x, top=y, bits=12)
+
+
+@pytest.fixture
+def orca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[tango.DeviceProxy, Path]]:
+    config = DcamConfig(model="ORCA-Lightning", trigger_period_ms=3.0, trigger_delay_ms=50.0)
+    monkeypatch.setenv(DCAM_CONFIG, str(config.write(tmp_path / "orca.conf")))
+    monkeypatch.delenv(DCAM_FAULTS, raising=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    properties = {
+        **_properties(data),
+        "Backend": "hamamatsu",
+        "SdkLibrary": dcam_library(),
+        "PixelEncoding": "Mono12p",
+        "RegionOfInterest": list(ORCA_REGION),
+        "DetectorName": "orca",
+    }
+    with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+        yield device, data
+
+
+@pytest.mark.parametrize(
+    ("mode", "frames"), [("SOFTWARE", 5), ("INTERNAL", 500), ("EXTERNAL_MULTI", 100)]
+)
+def test_an_orca_stores_its_packed_frames_unpacked_exactly(orca, mode: str, frames: int) -> None:
+    device, data = orca
+    name = f"orca_{mode.lower()}.h5"
+    _settings(device, name, mode, frames, 0.001)
+    device.Arm()
+    if mode == "SOFTWARE":
+        for point in range(1, frames + 1):
+            device.SoftwareTrigger()
+            wait_until(lambda p=point: device.nFramesAcquired >= p, 10, f"point {point}")
+    wait_until(lambda: device.state() != tango.DevState.RUNNING, 60, "the series to end")
+    assert device.state() == tango.DevState.ON, device.status()
+    with h5py.File(data / name) as f:
+        stored = f["entry/instrument/orca/data"]
+        assert stored.shape == (frames, ORCA_REGION[3], ORCA_REGION[2])
+        assert list(f["entry/instrument/orca/sequence_number"]) == list(range(frames))
+        for frame in range(frames):
+            np.testing.assert_array_equal(stored[frame], _orca_expected(frame))
+
+
+def test_an_orca_region_off_the_cameras_step_is_refused_with_its_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = DcamConfig(model="ORCA-Lightning")
+    monkeypatch.setenv(DCAM_CONFIG, str(config.write(tmp_path / "orca.conf")))
+    properties = {
+        **_properties(tmp_path),
+        "Backend": "hamamatsu",
+        "SdkLibrary": dcam_library(),
+        "RegionOfInterest": [100, 0, 256, 40],
+    }
+    with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+        _settings(device, "", "INTERNAL", 3, 0.001)
+        with pytest.raises(tango.DevFailed) as refused:
+            device.Arm()
+        assert "AOI 256 x 40 at column 100" in refused.value.args[0].desc
+        assert "DCAMERR_" in refused.value.args[0].desc
+        assert device.state() == tango.DevState.ON, device.status()
