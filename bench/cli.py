@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import lambda_, pilatus
+from bench import camera, lambda_, pilatus
 from bench.measure import (
     FORWARD_MODES,
     BenchError,
@@ -124,6 +124,21 @@ def _parser() -> argparse.ArgumentParser:
         "fake SDK as fast as it goes, for each --workers count (default: off)",
     )
     parser.add_argument(
+        "--camera",
+        action="append",
+        choices=sorted(camera.CAMERAS),
+        help="instead: the whole camera chain (fake SDK, camera-streamer, receiver writing) at "
+        "the camera's full frame rate, for each --workers count; repeat for both "
+        "(default: off)",
+    )
+    parser.add_argument(
+        "--camera-frames",
+        type=int_at_least(1),
+        default=300,
+        metavar="FRAMES",
+        help="frames per --camera run (default %(default)s)",
+    )
+    parser.add_argument(
         "--json", type=Path, help="write the results as JSON here (default: not written)"
     )
     parser.add_argument(
@@ -199,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="daq-bench-", dir=args.data_dir))
     if args.pilatus:
         return _one_case(lambda: _pilatus(args.pilatus, args.workers, data_dir), data_dir)
+    if args.camera:
+        return _one_case(
+            lambda: camera.run(args.camera, args.camera_frames, args.workers, data_dir), data_dir
+        )
     if args.lambda_frames:
         return _one_case(lambda: lambda_.run(args.lambda_frames, args.workers, data_dir), data_dir)
     started = time.monotonic()

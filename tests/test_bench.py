@@ -173,3 +173,28 @@ def test_lambda_case_runs_the_windmill_into_the_receiver_and_the_whole_chain(tmp
     assert "whole chain, forwarding stacked, 1 worker(s) per module" in lines[2]
     assert all("lost 0;" in line for line in lines), result.stdout
     assert all("forwarded 40 of 40 at" in line for line in lines), result.stdout
+
+
+@pytest.mark.e2e
+def test_camera_case_runs_the_whole_chain_from_the_fake_sdk_to_the_file(tmp_path):
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "daq-bench"),
+            "--camera",
+            "zyla",
+            "--camera-frames",
+            "10",
+            "--workers",
+            "1",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    line = result.stdout.strip()
+    assert line.startswith("Andor Zyla 5.5 2560x2160 Mono16 at 75 frames/s, 1 worker(s)"), line
+    assert "written" in line and "sink + write" in line
