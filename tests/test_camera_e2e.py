@@ -28,7 +28,9 @@ from sim.dcam_fake import expected_frame as dcam_expected
 from sim.dcam_fake import library_path as dcam_library
 from streamers.dcam_sdk.binding import PixelType
 from tests.helpers import Processes, wait_until
+from tests.tango_bench import Bench
 from tooling.ports import free_port
+from tooling.tango_db import DEFAULT_CONFIG, answers, load_config
 
 pytestmark = pytest.mark.e2e
 
@@ -267,3 +269,29 @@ def test_an_orca_region_off_the_cameras_step_is_refused_with_its_rule(
         assert "AOI 256 x 40 at column 100" in refused.value.args[0].desc
         assert "DCAMERR_" in refused.value.args[0].desc
         assert device.state() == tango.DevState.ON, device.status()
+
+
+def test_zyla01_from_the_tango_database_takes_a_series(zyla_config: Path, bench: Bench) -> None:
+    """tango_db_config/zyla01.json as shipped, only the library, the stream and the data root
+    changed (the server runs the camera-streamer in its own process, as on a camera's PC)."""
+    device_name = "sim/camera/zyla01"
+    overrides = {
+        "SdkLibrary": [library_path()],
+        "StreamAddress": [f"tcp://127.0.0.1:{free_port()}"],
+        "RegionOfInterest": [str(n) for n in REGION],
+        "DataRoot": [str(bench.data_root)],
+        "ReceiverHttpPort": ["-1"],
+    }
+    load_config(
+        DEFAULT_CONFIG.with_name("zyla01.json"),
+        bench.tango_host,
+        {f"{device_name}/{k}": v for k, v in overrides.items()},
+    )
+    bench.processes.start("DetectorDevice", "zyla01", env=bench.env)
+    device = tango.DeviceProxy(f"tango://{bench.tango_host}/{device_name}")
+    wait_until(lambda: answers(device) and device.state() == tango.DevState.ON, 30, "zyla01")
+    _settings(device, "from-database.h5", "INTERNAL", 100, 0.002)
+    device.Arm()
+    wait_until(lambda: device.state() != tango.DevState.RUNNING, 30, "the series to end")
+    assert device.state() == tango.DevState.ON, device.status()
+    _stored(bench.data_root / "from-database.h5", 100)
