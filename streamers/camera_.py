@@ -14,16 +14,14 @@ backend then holds the same streamer in its own process (docs/cameras.md).
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 
-from http_service.server import HttpServiceError, ThreadedServer
 from sim.cli_support import OneLineParser, int_at_least, positive_seconds, zmq_endpoint
 from streamers.camera_adapter import CameraError
 from streamers.camera_control_api import create_app
 from streamers.camera_stream import CameraStreamer
 from streamers.cameras import ADAPTERS, LIBRARY_VARIABLES, open_adapter
+from streamers.control_server import serve_until_signal
 from streamers.pilatus import parse_host_port
 
 logger = logging.getLogger(__name__)
@@ -96,30 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         adapter.close()
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
-    server = ThreadedServer(
+    return serve_until_signal(
         create_app(streamer),
         host,
         port,
-        name="camera-control",
-        what="the control channel",
-        busy_hint="choose another --control port or stop the process that holds it",
+        PROG,
+        streamer.close,
+        lambda url: f"{adapter.model} {adapter.serial} on {streamer.endpoint}, control on {url}",
     )
-    try:
-        server.start()
-    except HttpServiceError as exc:
-        streamer.close()
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    logger.info(
-        "%s %s on %s, control on %s", adapter.model, adapter.serial, streamer.endpoint, server.url
-    )
-    stop.wait()
-    server.stop()
-    streamer.close()
-    return 0
 
 
 if __name__ == "__main__":

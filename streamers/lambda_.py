@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from http_service.server import HttpServiceError, ThreadedServer
 from sim.cli_support import OneLineParser, positive_seconds
+from streamers.control_server import serve_until_signal
 from streamers.lambda_control_api import create_app
 from streamers.lambda_sdk.binding import LambdaSdkError
 from streamers.lambda_streamer import LambdaStreamer, module_endpoint
@@ -95,32 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     except (LambdaSdkError, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
-    server = ThreadedServer(
+    return serve_until_signal(
         create_app(streamer),
         host,
         port,
-        name="lambda-control",
-        what="the control channel",
-        busy_hint="choose another --control port or stop the process that holds it",
+        PROG,
+        streamer.close,
+        lambda url: (
+            f"control on {url}, modules "
+            + ", ".join(f"{m.info.id} {m.endpoint}" for m in streamer.modules)
+        ),
     )
-    try:
-        server.start()
-    except HttpServiceError as exc:
-        streamer.close()
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    logger.info(
-        "control on %s, modules %s",
-        server.url,
-        ", ".join(f"{m.info.id} {m.endpoint}" for m in streamer.modules),
-    )
-    stop.wait()
-    server.stop()
-    streamer.close()
-    return 0
 
 
 if __name__ == "__main__":

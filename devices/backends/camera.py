@@ -36,10 +36,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol, Self
 
-import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from devices.backend import Backend, BackendError, BackendState, SettingsRefused, parse_options
+from devices.backends.control_client import ControlClient
 from devices.settings import AcquisitionSettings, TriggerMode
 from protocols.camera_control import CameraArm, CameraState, CameraStatus, CameraTrigger
 from streamers.camera_adapter import CameraError, CameraRefused
@@ -56,10 +56,8 @@ MODES = {
     TriggerMode.GATE: CameraTrigger.GATE,
 }
 EMBEDDED = "embedded"
-HTTP_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 15.0
 WATCH_S = 0.1
-UNPROCESSABLE = 422
 
 
 class CameraOptions(BaseModel):
@@ -118,59 +116,22 @@ class RemoteControl:
     """A camera-streamer process over its HTTP control channel."""
 
     def __init__(self, address: str) -> None:
-        address = address.strip().rstrip("/")
-        self.url = address if "://" in address else f"http://{address}"
-        self._session = requests.Session()
+        self._client = ControlClient(address, "camera-streamer", CameraStatus)
 
     def status(self) -> CameraStatus:
-        return self._call("GET", "/status")
+        return self._client.call("GET", "/status")
 
     def arm(self, arm: CameraArm) -> CameraStatus:
-        return self._call("POST", "/arm", arm.model_dump(mode="json"))
+        return self._client.call("POST", "/arm", arm.model_dump(mode="json"))
 
     def trigger(self) -> CameraStatus:
-        return self._call("POST", "/trigger")
+        return self._client.call("POST", "/trigger")
 
     def stop(self) -> CameraStatus:
-        return self._call("POST", "/stop", timeout=STOP_TIMEOUT_S)
+        return self._client.call("POST", "/stop", timeout=STOP_TIMEOUT_S)
 
     def close(self) -> None:
-        self._session.close()
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        timeout: float = HTTP_TIMEOUT_S,
-    ) -> CameraStatus:
-        try:
-            response = self._session.request(method, self.url + path, json=body, timeout=timeout)
-        except requests.RequestException as exc:
-            raise BackendError(
-                f"the camera-streamer at {self.url} does not answer ({type(exc).__name__}): "
-                "is camera-streamer running there? (DetectorAddress)"
-            ) from None
-        detail = _detail(response)
-        if response.status_code == UNPROCESSABLE:
-            raise SettingsRefused(detail)
-        if not response.ok:
-            raise BackendError(f"camera-streamer {self.url}: {detail}")
-        try:
-            return CameraStatus.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise BackendError(
-                f"{self.url} answered {method} {path} with something that is not a "
-                f"camera-streamer's status ({exc.errors()[0]['msg']}); is DetectorAddress right?"
-            ) from None
-
-
-def _detail(response: requests.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    return str(detail) if detail else f"HTTP {response.status_code}: {response.text[:200]}"
+        self._client.close()
 
 
 class CameraBackend(Backend):

@@ -30,8 +30,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Self
 
-import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from devices.backend import (
     Backend,
@@ -41,6 +40,7 @@ from devices.backend import (
     SettingsRefused,
     parse_options,
 )
+from devices.backends.control_client import ControlClient
 from devices.settings import AcquisitionSettings, TriggerMode
 from protocols.lambda_control import ArmRequest, SdkTrigger, StreamerState, StreamerStatus
 
@@ -51,9 +51,6 @@ MODES = {
     TriggerMode.EXTERNAL: SdkTrigger.EXT_SEQUENCE,
     TriggerMode.EXTERNAL_MULTI: SdkTrigger.EXT_FRAMES,
 }
-HTTP_TIMEOUT_S = 3.0
-UNPROCESSABLE = 422
-"""The streamer's answer to settings the SDK refused (bad input, not a fault)."""
 STOP_TIMEOUT_S = 15.0
 WATCH_S = 0.25
 FRAME_TIME_TOLERANCE = 1e-6
@@ -75,56 +72,23 @@ class StreamerLink:
     """One DCU's streamer, over its HTTP control channel."""
 
     def __init__(self, address: str) -> None:
-        address = address.strip().rstrip("/")
-        self.url = address if "://" in address else f"http://{address}"
-        self._session = requests.Session()
+        self._client = ControlClient(address, "lambda-streamer", StreamerStatus)
+        self.url = self._client.url
 
     def status(self) -> StreamerStatus:
-        return self._call("GET", "/status")
+        return self._client.call("GET", "/status")
 
     def arm(self, request: ArmRequest) -> StreamerStatus:
-        return self._call("POST", "/arm", request.model_dump(mode="json"))
+        try:
+            return self._client.call("POST", "/arm", request.model_dump(mode="json"))
+        except SettingsRefused as exc:
+            raise SettingsRefused(f"the Lambda SDK refused: {exc}") from None
 
     def stop(self) -> StreamerStatus:
-        return self._call("POST", "/stop", timeout=STOP_TIMEOUT_S)
+        return self._client.call("POST", "/stop", timeout=STOP_TIMEOUT_S)
 
     def close(self) -> None:
-        self._session.close()
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        timeout: float = HTTP_TIMEOUT_S,
-    ) -> StreamerStatus:
-        try:
-            response = self._session.request(method, self.url + path, json=body, timeout=timeout)
-        except requests.RequestException as exc:
-            raise BackendError(
-                f"the lambda-streamer at {self.url} does not answer ({type(exc).__name__}): "
-                "is lambda-streamer running on that DCU?"
-            ) from None
-        if response.status_code == UNPROCESSABLE:
-            raise SettingsRefused(f"the Lambda SDK refused: {_detail(response)}")
-        if not response.ok:
-            raise BackendError(f"lambda-streamer {self.url}: {_detail(response)}")
-        try:
-            return StreamerStatus.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise BackendError(
-                f"{self.url} answered {method} {path} with something that is not a "
-                f"lambda-streamer's status ({exc.error_count()} problems, first: "
-                f"{exc.errors()[0]['msg']}); is DetectorAddress right?"
-            ) from None
-
-
-def _detail(response: requests.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    return str(detail) if detail else f"HTTP {response.status_code}: {response.text[:200]}"
+        self._client.close()
 
 
 class LambdaBackend(Backend):
