@@ -39,9 +39,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import cffi
 import numpy as np
 import numpy.typing as npt
+
+from streamers.cffi_sdk import NotTheLibrary, declared, open_library
 
 HEADER = Path(__file__).with_name("atcore_subset.h")
 LIBRARY_ENV = "ANDOR_SDK_LIBRARY"
@@ -49,23 +50,13 @@ LIBRARY_ENV = "ANDOR_SDK_LIBRARY"
 ALIGNMENT = 8
 """Bytes a queued buffer's address must be a multiple of (AT_ERR_INVALIDALIGNMENT otherwise)."""
 
-_BEGIN, _END = "/* cffi-begin */", "/* cffi-end */"
 _ENUM_STRING_CHARACTERS = 256
 """Room for one option of an enumerated feature; the SDK has no call giving its length."""
 
 Image = npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
 
 
-def _declarations(header: Path) -> str:
-    text = header.read_text()
-    begin, end = text.find(_BEGIN), text.find(_END)
-    if begin < 0 or end < begin:
-        raise ImportError(f"{header} has no {_BEGIN} ... {_END} block of declarations")
-    return text[begin + len(_BEGIN) : end]
-
-
-ffi = cffi.FFI()
-ffi.cdef(_declarations(HEADER))
+ffi = declared(HEADER)
 
 AT_SUCCESS = 0
 AT_HANDLE_SYSTEM = 1
@@ -194,19 +185,10 @@ def _library_path(library: str | Path | None) -> Path:
 @functools.cache
 def _load(path: Path) -> Any:
     """The library at ``path``, every function of the header resolved (or LibraryNotFound)."""
-    if not path.is_file():
-        raise LibraryNotFound(str(path), "no such file")
     try:
-        lib = ffi.dlopen(str(path))
-    except OSError as exc:
+        return open_library(ffi, path, "AT_")
+    except NotTheLibrary as exc:
         raise LibraryNotFound(str(path), str(exc)) from None
-    for name in dir(lib):
-        if name.startswith("AT_"):
-            try:
-                getattr(lib, name)
-            except AttributeError:
-                raise LibraryNotFound(str(path), f"it has no function {name}") from None
-    return lib
 
 
 def _milliseconds(timeout_s: float | None) -> int:

@@ -33,28 +33,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
-import cffi
 import numpy as np
 import numpy.typing as npt
+
+from streamers.cffi_sdk import NotTheLibrary, declared, open_library
 
 HEADER = Path(__file__).with_name("dcam_subset.h")
 DEFAULT_LIBRARY = Path("/usr/local/lib/libdcamapi.so")
 LIBRARY_VARIABLE = "DCAM_SDK_LIBRARY"
-_BEGIN, _END = "/* cffi-begin */", "/* cffi-end */"
 _INT32_MAX = 2**31 - 1
 _TEXT_BYTES = 256
 
 
-def _declarations(header: Path) -> str:
-    text = header.read_text()
-    begin, end = text.find(_BEGIN), text.find(_END)
-    if begin < 0 or end < begin:
-        raise ImportError(f"{header} has no {_BEGIN} ... {_END} block of declarations")
-    return text[begin + len(_BEGIN) : end]
-
-
-ffi = cffi.FFI()
-ffi.cdef(_declarations(HEADER))
+ffi = declared(HEADER)
 
 
 def _signed(code: int) -> int:
@@ -406,19 +397,10 @@ class Frame:
 @functools.cache
 def _load(path: Path) -> Any:
     """The library at ``path``, every function of the header resolved (or LibraryNotFound)."""
-    if not path.is_file():
-        raise LibraryNotFound(str(path), "no such file")
     try:
-        lib = ffi.dlopen(str(path))
-    except OSError as exc:
+        return open_library(ffi, path, "dcam")
+    except NotTheLibrary as exc:
         raise LibraryNotFound(str(path), str(exc)) from None
-    for name in dir(lib):
-        if name.startswith("dcam"):
-            try:
-                getattr(lib, name)
-            except AttributeError:
-                raise LibraryNotFound(str(path), f"it has no function {name}") from None
-    return lib
 
 
 def _sized(ctype: str, size_field: str = "size") -> Any:
