@@ -22,9 +22,10 @@ from protocols import bslz4
 from protocols.errors import MalformedMessage
 from protocols.model import Buffer, Image, Message, SeriesEnd, SeriesStart, StackedImage
 
-COMPRESSIONS = ("none", "bslz4", "cbf", "mono12p")
-"""cbf (a whole Pilatus CBF file) and mono12p (12-bit packed) are decoded by the receiver's
-transforms (receiver/transforms); their size is checked there."""
+COMPRESSIONS = ("none", "bslz4", "cbf", "mono12p", "mono12packed")
+"""cbf (a whole Pilatus CBF file), mono12p (GenICam 12-bit packed, an ORCA's) and
+mono12packed (Andor's 12-bit packing) are decoded by the receiver's transforms
+(receiver/transforms); their size is checked there."""
 
 
 class HeaderFields(BaseModel):
@@ -294,7 +295,7 @@ def _parse_stack(
 def check_blob_size(image: Image) -> None:
     """Raise :class:`MalformedMessage` unless the blob fits the announced shape, type and compression."""
     size = len(image.data)
-    if image.compression in ("cbf", "mono12p"):
+    if image.compression in ("cbf", "mono12p", "mono12packed"):
         return
     if image.compression == "none":
         if size != image.nbytes:

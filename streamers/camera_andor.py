@@ -9,8 +9,10 @@ SDK always has somewhere to write. Frames carry no number of their own here
 buffers come back, which is the order they were taken.
 
 Pixel encodings streamed: Mono16 and Mono12 (12 bits in a 16-bit word),
-both as uint16 (wire ``none``). Mono12Packed (Andor's own 12-bit packing,
-not the GenICam Mono12p the receiver unpacks) is not streamed.
+both as uint16 (wire ``none``), and Mono12Packed as it comes, rows without
+their padding (wire ``mono12packed``, which the receiver's transform of that
+name unpacks): three quarters of the bytes, and a Zyla's 100 frames/s,
+which its interface carries only packed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 
 import numpy as np
 
+from protocols import mono12packed
 from protocols.camera_control import CameraArm, CameraTrigger
 from streamers.andor_sdk.binding import (
     AndorCamera,
@@ -41,7 +44,7 @@ TRIGGER_MODES = {
     CameraTrigger.GATE: "External Exposure",
 }
 """Our trigger modes -> Andor's TriggerMode strings."""
-ENCODINGS = ("Mono16", "Mono12")
+ENCODINGS = ("Mono16", "Mono12", "Mono12Packed")
 
 
 def _error(exc: AndorError) -> CameraError:
@@ -85,6 +88,7 @@ class AndorAdapter(CameraAdapter):
         except CameraError:
             self._library.finalise()
             raise
+        self._packed = pixel_encoding == "Mono12Packed"
         self._layout: ImageLayout | None = None
         self._stopped = threading.Event()
 
@@ -97,7 +101,7 @@ class AndorAdapter(CameraAdapter):
 
     @property
     def wire_format(self) -> str:
-        return "none"
+        return "mono12packed" if self._packed else "none"
 
     def configure(self, arm: CameraArm) -> None:
         mode = TRIGGER_MODES.get(arm.trigger)
@@ -194,7 +198,7 @@ class AndorAdapter(CameraAdapter):
             raise _error(exc) from None
         if buffer is None:
             return None
-        pixels = np.ascontiguousarray(layout.unpack(buffer))
+        pixels = self._wire(buffer, layout)
         try:
             if not self._stopped.is_set():
                 camera.queue(buffer)
@@ -202,6 +206,13 @@ class AndorAdapter(CameraAdapter):
             raise _error(exc) from None
         number, self._taken = self._taken, self._taken + 1
         return CameraFrame(number, pixels.data.cast("B"))
+
+    def _wire(self, buffer: np.ndarray, layout: ImageLayout) -> np.ndarray:
+        """The frame out of the SDK's buffer (a copy) in the wire format."""
+        if not self._packed:
+            return np.ascontiguousarray(layout.unpack(buffer))
+        rows = buffer[: layout.height * layout.stride].reshape(layout.height, layout.stride)
+        return np.ascontiguousarray(rows[:, : mono12packed.row_bytes(layout.width)])
 
     def software_trigger(self) -> None:
         try:

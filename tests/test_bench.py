@@ -196,5 +196,5 @@ def test_camera_case_runs_the_whole_chain_from_the_fake_sdk_to_the_file(tmp_path
     )
     assert result.returncode == 0, result.stderr + result.stdout
     line = result.stdout.strip()
-    assert line.startswith("Andor Zyla 5.5 2560x2160 Mono16 at 75 frames/s, 1 worker(s)"), line
+    assert line.startswith("Andor Zyla 5.5 2560x2160 Mono12Packed at 100 frames/s, 1 worker(s)")
     assert "written" in line and "sink + write" in line

@@ -114,6 +114,20 @@ def test_a_burst_stores_every_frame_the_camera_made(zyla, mode: str, frames: int
     _stored(data / name, frames)
 
 
+def test_a_zyla_streams_its_12_bit_packing_and_the_file_holds_it_unpacked(
+    zyla_config: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    properties = _properties(data, PixelEncoding="Mono12Packed")
+    with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+        _settings(device, "packed.h5", "INTERNAL", 100, 0.002)
+        device.Arm()
+        wait_until(lambda: device.state() != tango.DevState.RUNNING, 30, "the series to end")
+        assert device.state() == tango.DevState.ON, device.status()
+    _stored(data / "packed.h5", 100)
+
+
 @pytest.mark.parametrize(
     ("settings", "reason"),
     [

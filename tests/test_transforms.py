@@ -472,3 +472,30 @@ def test_a_transformed_raw_frame_is_a_flat_byte_buffer() -> None:
 
     assert len(out.data) == math.prod(out.shape) * 4 == 48
     assert bytes(out.data) == np.rot90(frame).tobytes()
+
+
+def _andor_packed(pixels: np.ndarray) -> bytes:
+    """Andor's Mono12Packed, written from its description: A = b0<<4 | b1&0xF, B = b2<<4 | b1>>4,
+    an odd last pixel of a row in two bytes."""
+    out = bytearray()
+    for row in pixels.astype(int):
+        for k in range(0, len(row) - 1, 2):
+            a, b = row[k], row[k + 1]
+            out += bytes([a >> 4, (a & 0xF) | (b & 0xF) << 4, b >> 4])
+        if len(row) % 2:
+            out += bytes([row[-1] >> 4, row[-1] & 0xF])
+    return bytes(out)
+
+
+@pytest.mark.parametrize("shape", [(3, 8), (4, 7)])
+def test_andor_mono12packed_frames_unpack_exactly(shape):
+    frame = np.random.default_rng(5).integers(0, 4096, size=shape, dtype=np.uint16)
+    image = Image(SEQ, FRAME, shape, np.dtype(np.uint16), "mono12packed", _andor_packed(frame))
+    out = build_pipeline([{"kind": "mono12packed", "compression": "none"}])(image)
+    np.testing.assert_array_equal(pixels(out), frame)
+
+
+def test_a_mono12packed_frame_of_the_wrong_size_is_malformed():
+    image = Image(SEQ, FRAME, (4, 8), np.dtype(np.uint16), "mono12packed", bytes(47))
+    with pytest.raises(MalformedMessage, match="47 bytes, but 4 rows of 8 pixels pack into 48"):
+        build_pipeline([{"kind": "mono12packed"}])(image)

@@ -25,8 +25,9 @@ A mode the camera lacks is not offered. Exposure and frame time are
 checked by the camera itself at Arm: a refusal names the camera's own
 limits and leaves the device ON, as does a ``RegionOfInterest`` (column, row,
 width, height on the sensor; empty: the whole sensor) the camera cannot
-read. ``PixelEncoding`` Mono12p (an ORCA's 12-bit
-packed pixels) makes the receiver unpack them (its ``mono12p`` transform).
+read. ``PixelEncoding`` Mono12p (an ORCA's 12-bit packed pixels) or
+Mono12Packed (an Andor's) makes the receiver unpack them (its ``mono12p`` or
+``mono12packed`` transform).
 """
 
 from __future__ import annotations
@@ -151,8 +152,8 @@ class CameraBackend(Backend):
         status = control.status()
         self.camera = f"{status.model} {status.serial}"
         self.trigger_modes = frozenset(m for m, t in MODES.items() if t in status.triggers)
-        if status.wire_format == "mono12p":
-            self.stream_transforms = ({"kind": "mono12p"},)
+        if status.wire_format in ("mono12p", "mono12packed"):
+            self.stream_transforms = ({"kind": status.wire_format},)
         self._lock = threading.Lock()
         self._state = BackendState.IDLE
         self._error = ""

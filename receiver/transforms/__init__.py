@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from protocols.model import Buffer, Image, Message
-from receiver.transforms import cbf, mask, mono12p, rotate, tot
+from receiver.transforms import cbf, mask, mono12p, mono12packed, rotate, tot
 from receiver.transforms.pipeline import Decoder, Pipeline, Step
 
 Transform = Callable[[Image], Image]
@@ -107,9 +107,22 @@ class Mono12p(_Decoding):
     kind: Literal["mono12p"]
 
 
-DECODERS: dict[str, Decoder] = {"cbf": cbf.decode, "mono12p": mono12p.decode}
+class Mono12Packed(_Decoding):
+    """``{"kind": "mono12packed"}``: Andor's 12-bit packing (compression 'mono12packed')
+    to uint16."""
 
-TransformConfig = Annotated[Rotate | Tot | Mask | Cbf | Mono12p, Field(discriminator="kind")]
+    kind: Literal["mono12packed"]
+
+
+DECODERS: dict[str, Decoder] = {
+    "cbf": cbf.decode,
+    "mono12p": mono12p.decode,
+    "mono12packed": mono12packed.decode,
+}
+
+TransformConfig = Annotated[
+    Rotate | Tot | Mask | Cbf | Mono12p | Mono12Packed, Field(discriminator="kind")
+]
 
 
 def _decoding_first(configs: list[TransformConfig]) -> list[TransformConfig]:

@@ -39,7 +39,7 @@ def pixels(image: Image) -> np.ndarray:
             raise MalformedMessage(str(exc)) from None
     raise MalformedMessage(
         f"compression {image.compression!r} needs its decoding transform"
-        " ('cbf' or 'mono12p') first in the pipeline"
+        " ('cbf', 'mono12p' or 'mono12packed') first in the pipeline"
     )
 
 

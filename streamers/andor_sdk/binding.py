@@ -42,6 +42,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
+from protocols import mono12packed
 from streamers.cffi_sdk import NotTheLibrary, declared, open_library
 
 HEADER = Path(__file__).with_name("atcore_subset.h")
@@ -238,24 +239,10 @@ def _bytes(raw: Any, height: int, width: int, stride: int, encoding: str) -> npt
 
 
 def unpack_mono12packed(raw: Any, height: int, width: int, stride: int) -> npt.NDArray[np.uint16]:
-    """A Mono12Packed buffer (rows ``stride`` bytes apart) as a (height, width) uint16 image.
-
-    Two pixels A (left) and B in three bytes, high bits first:
-    ``A = b0 << 4 | (b1 & 0xF)``, ``B = b2 << 4 | b1 >> 4``; an odd last pixel
-    of a row is in two bytes (research/andor_dcam.md section 2.6).
-    """
+    """A Mono12Packed buffer (rows ``stride`` bytes apart) as a (height, width) uint16 image
+    (the layout: ``protocols.mono12packed``)."""
     data = _bytes(raw, height, width, stride, "Mono12Packed")
-    rows = data[: height * stride].reshape(height, stride)
-    pairs = width // 2
-    image = np.empty((height, width), dtype=np.uint16)
-    if pairs:
-        triples = rows[:, : 3 * pairs].reshape(height, pairs, 3).astype(np.uint16)
-        image[:, 0 : 2 * pairs : 2] = (triples[..., 0] << 4) | (triples[..., 1] & 0xF)
-        image[:, 1 : 2 * pairs : 2] = (triples[..., 2] << 4) | (triples[..., 1] >> 4)
-    if width % 2:
-        last = rows[:, 3 * pairs : 3 * pairs + 2].astype(np.uint16)
-        image[:, -1] = (last[:, 0] << 4) | (last[:, 1] & 0xF)
-    return image
+    return mono12packed.unpack_rows(data[: height * stride].reshape(height, stride), width)
 
 
 def _words(raw: Any, height: int, width: int, stride: int, encoding: str, dtype: str) -> Any:
