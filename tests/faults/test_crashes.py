@@ -140,12 +140,18 @@ class PilatusChain:
             proc = self.processes.start("pilatus-streamer", *self.streamer_args)
             while proc.poll() is None and not _answers(self.proxy_port):
                 time.sleep(0.05)
+            answer = ""
             try:
                 probe = CamserverClient(("127.0.0.1", self.proxy_port))
-                answer = probe.ask("streamer_status")
-                probe.close()
             except OSError:
-                answer = ""
+                pass
+            else:
+                try:
+                    answer = probe.ask("streamer_status")
+                except OSError:
+                    pass  # it hung up: a streamer that refused to start
+                finally:
+                    probe.close()
             if answer.startswith("15 OK") and proc.poll() is None:
                 self.streamer = proc
                 return True
