@@ -309,3 +309,47 @@ def test_zyla01_from_the_tango_database_takes_a_series(zyla_config: Path, bench:
     wait_until(lambda: device.state() != tango.DevState.RUNNING, 30, "the series to end")
     assert device.state() == tango.DevState.ON, device.status()
     _stored(bench.data_root / "from-database.h5", 100)
+
+
+def test_orca01_from_the_tango_database_drives_its_camera_streamer_process(
+    bench: Bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tango_db_config/orca01.json as shipped (a camera-streamer process, Mono12p), only the
+    addresses, the region and the data root changed."""
+    config = DcamConfig(model="ORCA-Lightning")
+    monkeypatch.setenv(DCAM_CONFIG, str(config.write(tmp_path / "orca.conf")))
+    control, stream = f"127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    streamer = bench.processes.start(
+        "camera-streamer",
+        "--sdk", "dcam",
+        "--library", dcam_library(),
+        "--pixel-encoding", "Mono12p",
+        "--stream", stream,
+        "--control", control,
+    )  # fmt: skip
+    bench.processes.wait_serving(streamer, f"http://{control}")
+    device_name = "sim/camera/orca01"
+    overrides = {
+        "DetectorAddress": [control],
+        "StreamAddress": [stream],
+        "RegionOfInterest": [str(n) for n in ORCA_REGION],
+        "DataRoot": [str(bench.data_root)],
+        "ReceiverHttpPort": ["-1"],
+    }
+    load_config(
+        DEFAULT_CONFIG.with_name("orca01.json"),
+        bench.tango_host,
+        {f"{device_name}/{k}": v for k, v in overrides.items()},
+    )
+    bench.processes.start("DetectorDevice", "orca01", env=bench.env)
+    device = tango.DeviceProxy(f"tango://{bench.tango_host}/{device_name}")
+    wait_until(lambda: answers(device) and device.state() == tango.DevState.ON, 30, "orca01")
+    _settings(device, "orca-from-database.h5", "INTERNAL", 50, 0.001)
+    device.Arm()
+    wait_until(lambda: device.state() != tango.DevState.RUNNING, 30, "the series to end")
+    assert device.state() == tango.DevState.ON, device.status()
+    with h5py.File(bench.data_root / "orca-from-database.h5") as f:
+        stored = f["entry/instrument/orca/data"]
+        assert stored.shape == (50, ORCA_REGION[3], ORCA_REGION[2])
+        for frame in (0, 49):
+            np.testing.assert_array_equal(stored[frame], _orca_expected(frame))
