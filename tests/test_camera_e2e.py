@@ -353,3 +353,30 @@ def test_orca01_from_the_tango_database_drives_its_camera_streamer_process(
         assert stored.shape == (50, ORCA_REGION[3], ORCA_REGION[2])
         for frame in (0, 49):
             np.testing.assert_array_equal(stored[frame], _orca_expected(frame))
+
+
+@pytest.mark.allow_error_log
+def test_an_orca_that_vanishes_is_fault_with_the_sdk_reason_and_its_frames_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = DcamConfig(model="ORCA-Lightning")
+    monkeypatch.setenv(DCAM_CONFIG, str(config.write(tmp_path / "orca.conf")))
+    monkeypatch.setenv(DCAM_FAULTS, "vanish_after=20")
+    data = tmp_path / "data"
+    data.mkdir()
+    properties = {
+        **_properties(data, CloseTimeout=5.0),
+        "Backend": "hamamatsu",
+        "SdkLibrary": dcam_library(),
+        "RegionOfInterest": list(ORCA_REGION),
+        "DetectorName": "orca",
+    }
+    with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+        _settings(device, "vanished.h5", "INTERNAL", 500, 0.001)
+        device.Arm()
+        wait_until(lambda: device.state() == tango.DevState.FAULT, 30, "FAULT")
+        assert "DCAMERR_NOCAMERA" in device.status(), device.status()
+    with h5py.File(data / "vanished.h5") as f:
+        numbers = list(f["entry/instrument/orca/sequence_number"][()])
+    written = [n for n in numbers if n >= 0]
+    assert written == list(range(len(written))) and len(written) >= 15, numbers[:25]
