@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+import tango
+from tango.test_context import DeviceTestContext
 
 T = TypeVar("T")
 
@@ -90,3 +93,34 @@ class Processes:
                 proc.send_signal(signal.SIGINT)
         for proc, _ in self._procs:
             self.stop(proc)
+
+
+STARTS = 3
+
+
+@contextlib.contextmanager
+def device_context(device_class: type, **kwargs: Any) -> Iterator[tango.DeviceProxy]:
+    """pytango's DeviceTestContext, started again when its first ping fails.
+
+    Under load the context's first ping can reach the new server before it
+    serves and fail with "The connection request was delayed"; that is the
+    test harness, not the device, so the start is tried again (at most
+    ``STARTS`` times) and any other failure is raised at once.
+    """
+    for attempt in range(1, STARTS + 1):
+        context = DeviceTestContext(device_class, **kwargs)
+        try:
+            proxy = context.__enter__()
+        except tango.DevFailed as exc:
+            context.server = None  # it never answered: stop ends the process without asking it
+            context.stop()
+            delayed = "API_CantConnectToDevice" in str(exc)
+            if not delayed or attempt == STARTS:
+                raise
+            time.sleep(1.0)
+            continue
+        try:
+            yield proxy
+        finally:
+            context.__exit__(None, None, None)
+        return

@@ -15,12 +15,11 @@ import hdf5plugin  # noqa: F401 - registers the bslz4 filter for reading
 import numpy as np
 import pytest
 import tango
-from tango.test_context import DeviceTestContext
 
 from devices.detector_device import DetectorDevice
 from sim.frames import synthetic_frame
 from sim.trigger_input import fire
-from tests.helpers import wait_until
+from tests.helpers import device_context, wait_until
 from tooling.ports import free_port
 
 SHAPE = (24, 20)
@@ -60,7 +59,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def device(data_root: Path) -> Iterator[tango.DeviceProxy]:
     props = properties(data_root, TriggerInputAddress=TRIGGER_INPUT)
-    with DeviceTestContext(DetectorDevice, properties=props, process=True) as dev:
+    with device_context(DetectorDevice, properties=props, process=True) as dev:
         yield dev
 
 
@@ -238,7 +237,7 @@ def test_refused_path_is_fault_with_reason_and_init_recovers(on: tango.DevicePro
 
 def test_bad_property_is_fault_naming_it(tmp_path: Path) -> None:
     props = properties(tmp_path, PixelType="complex64")
-    with DeviceTestContext(DetectorDevice, properties=props, process=True) as dev:
+    with device_context(DetectorDevice, properties=props, process=True) as dev:
         assert dev.state() == tango.DevState.FAULT
         assert dev.status().startswith("cannot start: simulator properties: PixelType")
         with pytest.raises(tango.DevFailed, match="the device could not start"):
@@ -247,7 +246,7 @@ def test_bad_property_is_fault_naming_it(tmp_path: Path) -> None:
 
 def test_unreachable_remote_receiver_is_fault_at_arm(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with DeviceTestContext(
+    with device_context(
         DetectorDevice, properties=properties(tmp_path, Receiver=url), process=True
     ) as dev:
         assert dev.status().endswith(f"remote receiver {url}")
@@ -319,7 +318,7 @@ def test_busy_stream_port_is_fault_at_start_and_init_recovers(tmp_path: Path) ->
     assert squatter.stdout is not None
     try:
         assert squatter.stdout.readline() == "bound\n"
-        with DeviceTestContext(DetectorDevice, properties=props, process=True) as dev:
+        with device_context(DetectorDevice, properties=props, process=True) as dev:
             assert dev.state() == tango.DevState.FAULT
             assert f"cannot bind the data stream on {props['StreamAddress']}" in dev.status()
             squatter.kill()

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 import tango
-from tango.test_context import DeviceTestContext
 
 from devices.detector_device import DetectorDevice
+from tests.helpers import device_context
 from tooling.ports import free_port
 
 
@@ -25,7 +25,7 @@ def device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tango.DevicePro
         "DataRoot": str(tmp_path_factory.mktemp("data")),
         "ReceiverHttpPort": -1,
     }
-    with DeviceTestContext(DetectorDevice, properties=properties, process=True) as dev:
+    with device_context(DetectorDevice, properties=properties, process=True) as dev:
         yield dev
 
 

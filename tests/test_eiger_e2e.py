@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import requests
 import tango
-from tango.test_context import DeviceTestContext
 
 from devices.detector_device import DetectorDevice
 from sim.frames import synthetic_frame
 from sim.trigger_input import fire
-from tests.helpers import Processes, wait_until
+from tests.helpers import Processes, device_context, wait_until
 from tooling.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +66,7 @@ def setup(
             "ReceiverHttpPort": -1,
             "ArmTimeout": 10.0,
         }
-        with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+        with device_context(DetectorDevice, properties=properties, process=True) as device:
             yield device, eiger, root
     finally:
         processes.stop_all()

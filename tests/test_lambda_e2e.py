@@ -18,11 +18,10 @@ import hdf5plugin  # noqa: F401 - registers the bslz4 filter for reading
 import numpy as np
 import pytest
 import tango
-from tango.test_context import DeviceTestContext
 
 from devices.detector_device import DetectorDevice
 from sim.lambda_fake import expected_frame
-from tests.helpers import Processes, wait_until
+from tests.helpers import Processes, device_context, wait_until
 from tests.lambda_support import SHAPE, Dcus, assemble, full_reference, start_dcus
 from tests.tango_bench import Bench
 from tooling.tango_db import DEFAULT_CONFIG, answers, load_config
@@ -158,9 +157,7 @@ def test_a_lost_frame_of_one_module_is_missing_there_and_the_rest_is_kept(
     data = tmp_path / "data"
     data.mkdir()
     dcus = start_dcus(processes, tmp_path, faults="lose_frame=1:17")
-    with DeviceTestContext(
-        DetectorDevice, properties=_properties(dcus, data), process=True
-    ) as device:
+    with device_context(DetectorDevice, properties=_properties(dcus, data), process=True) as device:
         _run(device, "lost.h5", "INTERNAL", 50)
         assert "17" in device.status() and "m1" in device.status(), device.status()
     assert dcus.status(0)["modules"][1]["dropped"] == [{"frame": 17, "reason": "lost"}]  # type: ignore[index]
@@ -180,7 +177,7 @@ def test_a_stalled_module_is_fault_naming_it_and_the_frames_before_stay(
     data = tmp_path / "data"
     data.mkdir()
     dcus = start_dcus(processes, tmp_path, faults="stall_module=2:30", stall_timeout_s=1.0)
-    with DeviceTestContext(
+    with device_context(
         DetectorDevice, properties=_properties(dcus, data, CloseTimeout=5.0), process=True
     ) as device:
         device.ExposureTime = device.FrameTime = 0.002
@@ -204,7 +201,7 @@ def test_a_killed_streamer_is_fault_naming_it(tmp_path: Path, processes: Process
     data = tmp_path / "data"
     data.mkdir()
     dcus = start_dcus(processes, tmp_path)
-    with DeviceTestContext(
+    with device_context(
         DetectorDevice, properties=_properties(dcus, data, CloseTimeout=3.0), process=True
     ) as device:
         device.ExposureTime = device.FrameTime = 0.002
@@ -227,9 +224,7 @@ def test_an_sdk_that_cannot_open_is_fault_at_init_with_the_vendor_text(
     data.mkdir()
     text = "xsp::RuntimeError: cannot connect to module 192.168.10.2: connection refused"
     dcus = start_dcus(processes, tmp_path, faults=f"open_error={text}")
-    with DeviceTestContext(
-        DetectorDevice, properties=_properties(dcus, data), process=True
-    ) as device:
+    with device_context(DetectorDevice, properties=_properties(dcus, data), process=True) as device:
         assert device.state() == tango.DevState.FAULT
         assert text in device.status(), device.status()
 
@@ -238,8 +233,6 @@ def test_an_unreachable_streamer_is_fault_at_init_saying_where(tmp_path: Path) -
     data = tmp_path / "data"
     data.mkdir()
     dcus = Dcus([], ["127.0.0.1:1"])
-    with DeviceTestContext(
-        DetectorDevice, properties=_properties(dcus, data), process=True
-    ) as device:
+    with device_context(DetectorDevice, properties=_properties(dcus, data), process=True) as device:
         assert device.state() == tango.DevState.FAULT
         assert "127.0.0.1:1" in device.status() and "does not answer" in device.status()

@@ -15,12 +15,11 @@ import hdf5plugin  # noqa: F401 - registers the bslz4 filter for reading
 import numpy as np
 import pytest
 import tango
-from tango.test_context import DeviceTestContext
 
 from devices.detector_device import DetectorDevice
 from sim.frames import synthetic_frame
 from sim.trigger_input import fire
-from tests.helpers import Processes, wait_until
+from tests.helpers import Processes, device_context, wait_until
 from tests.pilatus_support import start_chain
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +47,7 @@ def pilatus(
             "ReceiverHttpPort": -1,
             "ReceiverTransforms": '[{"kind": "rotate", "k": 2}]',
         }
-        with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+        with device_context(DetectorDevice, properties=properties, process=True) as device:
             yield device, chain, data
     finally:
         processes.stop_all()
@@ -113,7 +112,7 @@ def test_a_killed_streamer_is_fault_with_the_reason_and_the_frames_stay(
         "ReceiverHttpPort": -1,
         "CloseTimeout": 3.0,
     }
-    with DeviceTestContext(DetectorDevice, properties=properties, process=True) as device:
+    with device_context(DetectorDevice, properties=properties, process=True) as device:
         device.TriggerMode = "EXTERNAL_MULTI"
         device.DestinationFilename = "killed.h5"
         device.ExposureTime = 0.002

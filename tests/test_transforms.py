@@ -423,7 +423,10 @@ def test_an_invalid_pipeline_is_refused_when_it_is_built(configs: list, reason: 
 def test_a_cbf_frame_needs_the_cbf_transform_first(small_cbf) -> None:
     reason = refused(build_pipeline([{"kind": "rotate", "k": 1}]), cbf_image(small_cbf[0], (5, 7)))
 
-    assert "compression 'cbf' needs its decoding transform ('cbf' or 'mono12p') first" in reason
+    assert (
+        "compression 'cbf' needs its decoding transform ('cbf', 'mono12p' or 'mono12packed') first"
+        in reason
+    )
 
 
 def _cut_block(chunk: bytes) -> bytes:
