@@ -48,7 +48,6 @@ What it does (``fake_atcore.c`` has the details and the sources):
 from __future__ import annotations
 
 import functools
-import importlib.util
 from typing import Any
 
 import cffi
@@ -56,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sim.andor_fake.config_file import ENCODINGS, MODELS, ConfigFile, Encoding, SensorModel
+from sim.fake_library import compiled_library
 
 EXTENSION = "sim.andor_fake._fake_atcore"
 CONFIG_ENV = "ANDOR_FAKE_CONFIG"
@@ -81,14 +81,7 @@ def library_path() -> str:
     It is the cffi extension ``sim.andor_fake._fake_atcore``; its ``AT_*``
     functions are exported, so it is loaded by path as a plain library.
     """
-    spec = importlib.util.find_spec(EXTENSION)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"the fake Andor SDK ({EXTENSION}, compiled from sim/andor_fake/fake_atcore.c) is "
-            "not built: run scripts/setup-env, or `.venv/bin/python -m pip install -e .` "
-            "in an existing environment"
-        )
-    return spec.origin
+    return compiled_library(EXTENSION, "the fake Andor SDK", "sim/andor_fake/fake_atcore.c")
 
 
 _ffi = cffi.FFI()

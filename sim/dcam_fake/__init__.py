@@ -43,12 +43,11 @@ What it does (``fake_dcam.c`` has the details):
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import numpy.typing as npt
 
 from sim.dcam_fake.config_file import ConfigFile, Model
+from sim.fake_library import compiled_library
 
 EXTENSION = "sim.dcam_fake._fake_dcam"
 CONFIG_VARIABLE = "DCAM_FAKE_CONFIG"
@@ -73,14 +72,7 @@ def library_path() -> str:
     It is the cffi extension ``sim.dcam_fake._fake_dcam``; its ``dcam*``
     functions are exported, so it is loaded by path as a plain library.
     """
-    spec = importlib.util.find_spec(EXTENSION)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"the fake DCAM SDK ({EXTENSION}, compiled from sim/dcam_fake/fake_dcam.c) is "
-            "not built: run scripts/setup-env, or `.venv/bin/python -m pip install -e .` "
-            "in an existing environment"
-        )
-    return spec.origin
+    return compiled_library(EXTENSION, "the fake DCAM SDK", "sim/dcam_fake/fake_dcam.c")
 
 
 def expected_frame(

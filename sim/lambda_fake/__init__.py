@@ -33,10 +33,9 @@ What it does (``fake_xsp.c`` has the details):
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
+from sim.fake_library import compiled_library
 from sim.lambda_fake.system_file import ModuleLine, SystemFile, windmill_systems
 
 EXTENSION = "sim.lambda_fake._fake_xsp"
@@ -57,14 +56,7 @@ def library_path() -> str:
     It is the cffi extension ``sim.lambda_fake._fake_xsp``; its ``lsdk_*``
     functions are exported, so it is loaded by path as a plain library.
     """
-    spec = importlib.util.find_spec(EXTENSION)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            f"the fake Lambda SDK ({EXTENSION}, compiled from sim/lambda_fake/fake_xsp.c) is "
-            "not built: run scripts/setup-env, or `.venv/bin/python -m pip install -e .` "
-            "in an existing environment"
-        )
-    return spec.origin
+    return compiled_library(EXTENSION, "the fake Lambda SDK", "sim/lambda_fake/fake_xsp.c")
 
 
 def expected_frame(
