@@ -32,22 +32,19 @@ Mono12Packed (an Andor's) makes the receiver unpack them (its ``mono12p`` or
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Mapping
 from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.backend import Backend, BackendError, BackendState, SettingsRefused, parse_options
+from devices.backend import BackendError, BackendState, SettingsRefused, parse_options
 from devices.backends.control_client import ControlClient
+from devices.backends.watched import WatchedBackend
 from devices.settings import AcquisitionSettings, TriggerMode
 from protocols.camera_control import CameraArm, CameraState, CameraStatus, CameraTrigger
 from streamers.camera_adapter import CameraError, CameraRefused
 from streamers.camera_stream import CameraStreamer, StreamerBusy
 from streamers.cameras import open_adapter
-
-logger = logging.getLogger(__name__)
 
 MODES = {
     TriggerMode.INTERNAL: CameraTrigger.INTERNAL,
@@ -58,7 +55,6 @@ MODES = {
 }
 EMBEDDED = "embedded"
 STOP_TIMEOUT_S = 15.0
-WATCH_S = 0.1
 
 
 class CameraOptions(BaseModel):
@@ -135,7 +131,7 @@ class RemoteControl:
         self._client.close()
 
 
-class CameraBackend(Backend):
+class CameraBackend(WatchedBackend):
     """What the two camera backends share; a subclass names its SDK."""
 
     sdk: str
@@ -146,6 +142,7 @@ class CameraBackend(Backend):
         stream_endpoint: str,
         region: tuple[int, int, int, int] | None = None,
     ) -> None:
+        super().__init__()
         self._control = control
         self._stream_endpoint = stream_endpoint
         self._region = region
@@ -154,12 +151,7 @@ class CameraBackend(Backend):
         self.trigger_modes = frozenset(m for m, t in MODES.items() if t in status.triggers)
         if status.wire_format in ("mono12p", "mono12packed"):
             self.stream_transforms = ({"kind": status.wire_format},)
-        self._lock = threading.Lock()
-        self._state = BackendState.IDLE
-        self._error = ""
         self._per_trigger = 1
-        self._done = threading.Event()
-        self._watcher: threading.Thread | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
@@ -188,14 +180,6 @@ class CameraBackend(Backend):
     def stream_endpoint(self) -> str:
         return self._stream_endpoint
 
-    @property
-    def state(self) -> BackendState:
-        return self._state
-
-    @property
-    def error(self) -> str:
-        return self._error
-
     def arm(self, settings: AcquisitionSettings) -> None:
         trigger = MODES[settings.trigger_mode]
         if settings.trigger_mode is TriggerMode.EXTERNAL_MULTI and settings.frames_per_trigger != 1:
@@ -218,15 +202,7 @@ class CameraBackend(Backend):
             )
         )
         self._per_trigger = settings.frames_per_trigger
-        with self._lock:
-            self._state, self._error = BackendState.ARMED, ""
-        self._done.clear()
-        self._watcher = threading.Thread(target=self._watch, name="camera-watch", daemon=True)
-        self._watcher.start()
-
-    def poll(self) -> None:
-        if self._state is BackendState.ARMED:
-            self._look()
+        self._armed()
 
     def trigger(self) -> None:
         """One SoftwareTrigger: nFramesPerTrigger frames, one camera trigger each."""
@@ -241,26 +217,16 @@ class CameraBackend(Backend):
         except BackendError as exc:
             self._fail(str(exc))
             return
-        with self._lock:
-            if status.state is CameraState.IDLE:
-                self._state, self._error = BackendState.IDLE, ""
-            else:
-                self._fail_locked(f"the camera-streamer did not stop: {status.error}")
+        problems = (
+            []
+            if status.state is CameraState.IDLE
+            else [f"the camera-streamer did not stop: {status.error}"]
+        )
+        self._stopped(problems)
 
     def close(self) -> None:
         self.stop()
         self._control.close()
-
-    def _end_watcher(self) -> None:
-        self._done.set()
-        if self._watcher is not None:
-            self._watcher.join()
-            self._watcher = None
-
-    def _watch(self) -> None:
-        while not self._done.wait(WATCH_S):
-            if self._look():
-                return
 
     def _look(self) -> bool:
         """One look at the streamer; True once the series is over (done or failed)."""
@@ -274,18 +240,8 @@ class CameraBackend(Backend):
             return True
         if status.state is CameraState.ARMED:
             return False
-        with self._lock:
-            if self._state is BackendState.ARMED:
-                self._state = BackendState.IDLE
+        self._done_with_series()
         return True
-
-    def _fail(self, reason: str) -> None:
-        with self._lock:
-            self._fail_locked(reason)
-
-    def _fail_locked(self, reason: str) -> None:
-        self._state, self._error = BackendState.ERROR, reason
-        logger.warning("%s: %s", self.name, reason)
 
 
 class AndorBackend(CameraBackend):

@@ -26,14 +26,12 @@ with the streamer's own words.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.backend import (
-    Backend,
     BackendError,
     BackendState,
     ModuleStream,
@@ -41,6 +39,7 @@ from devices.backend import (
     parse_options,
 )
 from devices.backends.control_client import ControlClient
+from devices.backends.watched import WatchedBackend
 from devices.settings import AcquisitionSettings, TriggerMode
 from protocols.lambda_control import ArmRequest, SdkTrigger, StreamerState, StreamerStatus
 
@@ -52,7 +51,6 @@ MODES = {
     TriggerMode.EXTERNAL_MULTI: SdkTrigger.EXT_FRAMES,
 }
 STOP_TIMEOUT_S = 15.0
-WATCH_S = 0.25
 FRAME_TIME_TOLERANCE = 1e-6
 ADDRESS_HINT = (
     " (DetectorAddress lists the lambda-streamers' control host:port, one per DCU, "
@@ -91,17 +89,13 @@ class StreamerLink:
         self._client.close()
 
 
-class LambdaBackend(Backend):
+class LambdaBackend(WatchedBackend):
     name = "lambda"
     trigger_modes = frozenset(MODES)
 
     def __init__(self, links: list[StreamerLink]) -> None:
+        super().__init__()
         self._links = links
-        self._lock = threading.Lock()
-        self._state = BackendState.IDLE
-        self._error = ""
-        self._done = threading.Event()
-        self._watcher: threading.Thread | None = None
         modules: list[ModuleStream] = []
         for link in links:
             status = link.status()
@@ -144,14 +138,6 @@ class LambdaBackend(Backend):
     def stream_modules(self) -> tuple[ModuleStream, ...]:
         return self._modules
 
-    @property
-    def state(self) -> BackendState:
-        return self._state
-
-    @property
-    def error(self) -> str:
-        return self._error
-
     def arm(self, settings: AcquisitionSettings) -> None:
         trigger = MODES.get(settings.trigger_mode)
         if trigger is None:
@@ -191,16 +177,8 @@ class LambdaBackend(Backend):
                     self._stop_quietly(other)
                 raise
             armed.append(link)
-        with self._lock:
-            self._state, self._error = BackendState.ARMED, ""
-        self._done.clear()
-        self._watcher = threading.Thread(target=self._watch, name="lambda-watch", daemon=True)
-        self._watcher.start()
+        self._armed()
         logger.info("lambda: %d frames armed on %d streamer(s)", request.frames, len(armed))
-
-    def poll(self) -> None:
-        if self._state is BackendState.ARMED:
-            self._look()
 
     def trigger(self) -> None:
         raise BackendError(
@@ -223,28 +201,12 @@ class LambdaBackend(Backend):
                 continue
             if status.state is not StreamerState.IDLE:
                 problems.append(f"lambda-streamer {link.url} did not stop: {status.error}")
-        with self._lock:
-            if problems:
-                self._fail_locked("; ".join(problems))
-            else:
-                self._state, self._error = BackendState.IDLE, ""
+        self._stopped(problems)
 
     def close(self) -> None:
         self.stop()
         for link in self._links:
             link.close()
-
-    def _end_watcher(self) -> None:
-        self._done.set()
-        if self._watcher is not None:
-            self._watcher.join()
-            self._watcher = None
-
-    def _watch(self) -> None:
-        """Poll the streamers until every one is idle, or one fails."""
-        while not self._done.wait(WATCH_S):
-            if self._look():
-                return
 
     def _look(self) -> bool:
         """One look at every streamer; True once the series is over (done or failed)."""
@@ -261,10 +223,7 @@ class LambdaBackend(Backend):
             states.append(status.state)
         if not all(state is StreamerState.IDLE for state in states):
             return False
-        with self._lock:
-            if self._state is BackendState.ARMED:
-                self._state = BackendState.IDLE
-                logger.info("lambda: series done on every streamer")
+        self._done_with_series()
         return True
 
     @staticmethod
@@ -273,14 +232,6 @@ class LambdaBackend(Backend):
             link.stop()
         except BackendError as exc:
             logger.warning("lambda: %s", exc)
-
-    def _fail(self, reason: str) -> None:
-        with self._lock:
-            self._fail_locked(reason)
-
-    def _fail_locked(self, reason: str) -> None:
-        self._state, self._error = BackendState.ERROR, reason
-        logger.warning("lambda: %s", reason)
 
 
 def _reachable(endpoint: str, host: str) -> str:
