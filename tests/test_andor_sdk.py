@@ -148,7 +148,7 @@ def read_numbers(camera: AndorCamera, layout: ImageLayout, timeout_s: float) -> 
 
 
 def pack_mono12packed(image: npt.NDArray[np.uint16], stride: int) -> npt.NDArray[np.uint8]:
-    """The reference packing (research/andor_dcam.md section 2.6), rows zero-padded to stride."""
+    """The reference packing (docs/camera-sdk-facts.md section 2.6), rows zero-padded to stride."""
     height, width = image.shape
     pairs = width // 2
     a = image[:, 0 : 2 * pairs : 2].astype(np.uint16)

@@ -2,7 +2,7 @@
  * fake_atcore.c - a fake Andor SDK3 (libatcore) behind atcore_subset.h, for tests and demos.
  *
  * It implements every function of streamers/andor_sdk/atcore_subset.h with the semantics
- * research/andor_dcam.md (section 2) gives for Andor's library, so the binding and the
+ * docs/camera-sdk-facts.md (section 2) gives for Andor's library, so the binding and the
  * streamer run the code path of a site. The camera is modelled, not emulated: a frame's
  * time follows from the trigger mode and the settings (frame_due), and its content from its
  * number (write_frame; sim.andor_fake.expected_frame is the same formula in numpy).

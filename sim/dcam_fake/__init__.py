@@ -3,7 +3,7 @@
 This is a test double, not a DCAM implementation: ``fake_dcam.c``
 implements, in C and in our own code, only the calls declared in
 ``streamers/dcam_sdk/dcam_subset.h``, following the public facts of
-``/work/research/andor_dcam.md`` (section 3). Why C behind the same
+``docs/camera-sdk-facts.md`` (section 3). Why C behind the same
 declarations rather than a Python double: the binding
 (``streamers.dcam_sdk.binding``) and whatever uses it then run exactly the
 code path they run over a site's libdcamapi.so, loaded by path in cffi's ABI

@@ -6,7 +6,7 @@
  * (streamers/dcam_sdk/binding.py) makes on a site's libdcamapi.so, so this file stands in
  * for one ORCA camera. It implements only the subset declared in our own
  * streamers/dcam_sdk/dcam_subset.h, with the rules of the public facts gathered in
- * /work/research/andor_dcam.md (sections 3.7 to 3.10, keys H2 and H3 there), and adds its
+ * docs/camera-sdk-facts.md (sections 3.7 to 3.10, keys H2 and H3 there), and adds its
  * own choices where those facts stop (each marked "the fake's choice"). It is built only
  * as part of detector-daq's test tree (sim/dcam_fake) and must not be offered as, or
  * used in place of, Hamamatsu's library.

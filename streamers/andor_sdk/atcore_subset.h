@@ -4,7 +4,7 @@
  *
  * Andor's atcore.h is part of its proprietary SDK and is not shipped here. This file is
  * written from public facts only (names, numeric values, parameter lists), collected with
- * their sources in research/andor_dcam.md, section 2; the source keys (A1, A2, ...) in the
+ * their sources in docs/camera-sdk-facts.md, section 2; the source keys (A1, A2, ...) in the
  * comments below are that file's. Nothing here is copied from a vendor header.
  *
  * Two libraries implement it: Andor's libatcore.so at a site, and the fake SDK of

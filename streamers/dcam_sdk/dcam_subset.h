@@ -5,7 +5,7 @@
  * This is not Hamamatsu's header and contains none of it. We may not ship dcamapi4.h or
  * dcamprop.h (they are Hamamatsu's copyright), so this file declares, in our own words,
  * only the functions, structures and constants detector-daq calls, from the public facts
- * collected in /work/research/andor_dcam.md, section 3. Each group below names the
+ * collected in docs/camera-sdk-facts.md, section 3. Each group below names the
  * source keys of those notes it comes from (H1: a public copy of the SDK's headers,
  * H2: the SDK's function reference, H3: the per-camera property tables, H5: Hamamatsu's
  * Python sample). Names, numeric values, argument lists and structure layouts must stay
