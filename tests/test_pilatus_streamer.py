@@ -280,7 +280,14 @@ def test_streamer_status_says_what_it_streams(
     )
     configure(client, 0.01, 0.05, 1000)
     client.ask("exposure status.cbf")
-    assert client.ask("streamer_status").startswith("15 OK Streamer: running status.cbf; 1 series")
+    # The series counts once its header is on the stream, a moment after camserver's reply.
+    wait_until(
+        lambda: client.ask("streamer_status").startswith(
+            "15 OK Streamer: running status.cbf; 1 series"
+        ),
+        5,
+        "the status to count the series",
+    )
     assert client.ask("exposure second.cbf") == (
         "15 ERR streamer: series status.cbf is still running: wait for its 7 reply or send k"
     )
