@@ -7,6 +7,7 @@ frame arrives under the wrong number, shape, type or content.
 
 from __future__ import annotations
 
+import socket as pysocket
 import subprocess
 import sys
 from pathlib import Path
@@ -299,11 +300,17 @@ def test_no_receiver_fails_with_a_timeout_naming_the_endpoint() -> None:
 
 
 def test_no_listener_in_connect_mode_fails_with_a_timeout(context: zmq.Context) -> None:
-    with bound_pull(context) as socket:
-        endpoint = endpoint_of(socket)
-    config = settings(endpoint=endpoint, connect=True, timeout_s=0.2)
-    with StreamGenerator(config) as generator, pytest.raises(DeliveryTimeout, match="listening"):
-        generator.send_series()
+    # A port bound but not listening stays ours: connections to it are refused, and no other
+    # process can start listening on it meanwhile (a port closed and freed could be reused).
+    with pysocket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{reserved.getsockname()[1]}"
+        config = settings(endpoint=endpoint, connect=True, timeout_s=0.2)
+        with (
+            StreamGenerator(config) as generator,
+            pytest.raises(DeliveryTimeout, match="listening"),
+        ):
+            generator.send_series()
 
 
 def test_receiver_that_stops_reading_fails_the_end_of_series(context: zmq.Context) -> None:
